@@ -1,0 +1,172 @@
+"""Data: built-in generated sets and readers for real data, all reaching models the same way.
+
+    ds = load_dataset("glyphs")                   # built in, no download (MNIST-like digits)
+    ds = load_dataset("shapes")                   # built in, 32x32 RGB shapes
+    ds = load_dataset("mnist", root="data")       # IDX files in data/mnist (or --download)
+    ds = load_dataset("folder:~/cars", size=64)   # any folder of images
+    x, y = ds.batch(torch.arange(16))             # x: (16, C, H, W) float in [-1, 1], y: (16,)
+
+Images are kept as uint8 (N, C, H, W) and turned into floats in [-1, 1] per batch:
+    x = pixel / 127.5 − 1     (Ho et al. 2020, §3.3: data scaled linearly to [−1, 1])
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+from . import glyphs, readers, shapes
+from .download import SOURCES, download
+
+SOURCES_HELP = ", ".join(SOURCES)
+
+BUILTIN = {  # name -> (generator, classes, default train / test sizes, generator version)
+    "glyphs": (glyphs.make_glyphs, glyphs.CLASSES, 60_000, 10_000, 1),
+    "shapes": (shapes.make_shapes, shapes.CLASSES, 60_000, 10_000, 1),
+}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+NAMES = ["glyphs", "shapes", "mnist", "fashion", "cifar10", "folder:PATH"]
+
+
+def cache_dir() -> Path:
+    """Where generated data sets are cached: $MINIGEN_CACHE, else $XDG_CACHE_HOME/minigen,
+    else ~/.cache/minigen. Deleting it is always safe."""
+    if os.environ.get("MINIGEN_CACHE"):
+        return Path(os.environ["MINIGEN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minigen"
+
+
+def data_root() -> Path:
+    """Default folder for real data sets: $MINIGEN_DATA, else ./data."""
+    return Path(os.environ.get("MINIGEN_DATA", "data"))
+
+
+@dataclass
+class ImageSet:
+    """Images (N, C, H, W) uint8, labels (N,) int64 and class names."""
+    name: str
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_float(self.images[i]), self.labels[i]
+
+    def batch(self, index: torch.Tensor, flip: bool = False,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images at `index` as floats in [-1, 1], with a random horizontal flip per image if asked."""
+        x = to_float(self.images[index])                                   # (B, C, H, W)
+        if flip:
+            mask = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+        return x, self.labels[index]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _generated(name: str, split: str, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A built-in set, from the cache or made now and cached (written atomically)."""
+    make, _, n_train, n_test, version = BUILTIN[name]
+    n = n or (n_train if split == "train" else n_test)
+    stream = seed * 2 + (split != "train")     # train and test come from different random streams
+    path = cache_dir() / f"{name}-v{version}-{split}-seed{seed}-n{n}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                return f["images"], f["labels"]
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)       # a damaged cache entry is simply made again
+    images, labels = make(n, stream)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels)
+        os.replace(tmp, path)
+    except OSError:
+        pass                                   # a read-only home only costs regeneration
+    return images, labels
+
+
+def _convert(images: torch.Tensor, name: str, size: int | None, channels: int | None) -> torch.Tensor:
+    """Bring a fixed-size set to the requested channels and (smaller or equal) size."""
+    if channels is not None and channels != images.shape[1]:
+        if channels == 1:   # luma, ITU-R BT.601 weights (as Pillow's convert("L"))
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+        elif channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()            # (N, 1, H, W) -> (N, 3, H, W)
+        else:
+            raise DataError(f"channels must be 1 or 3, not {channels}")
+    native = images.shape[-1]
+    if size is not None and size != native:
+        if size > native:
+            raise DataError(f"{name} images are {native}x{native}; they cannot give {size}x{size} "
+                            f"without inventing detail: ask for {native} or less, or use folder:PATH data")
+        if size < 1:
+            raise DataError(f"image size {size} is not a size; ask for a positive one")
+        images = F.interpolate(images.float(), size=(size, size), mode="area").round().to(torch.uint8)
+    return images
+
+
+def load_dataset(name: str, split: str = "train", *, root: str | Path | None = None,
+                 size: int | None = None, channels: int | None = None, n: int | None = None,
+                 seed: int = 0, download_missing: bool = False) -> ImageSet:
+    """Load data set `name` (see NAMES) as an ImageSet.
+
+    split: "train" or "test" (a folder has one split, "train").
+    size, channels: resize (down only, for fixed-size sets) and convert to 1 or 3 channels;
+        for folders `size` is required and `channels` defaults to 3.
+    n, seed: number of images and seed of a built-in generated set.
+    download_missing: fetch mnist / fashion / cifar10 into root/name if not there.
+    """
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', not {split!r}")
+    if name.startswith("folder:"):
+        if split != "train":
+            raise DataError("an image folder has one split; use split='train'")
+        if size is None:
+            raise DataError("a folder data set needs a size (e.g. --image-size 64)")
+        images, labels, classes = readers.read_folder(Path(name[7:]).expanduser(), size, channels or 3)
+        return ImageSet(name, torch.from_numpy(images), torch.from_numpy(labels), classes)
+    if name in BUILTIN:
+        images, labels = _generated(name, split, n, seed)
+        classes = BUILTIN[name][1]
+    elif name in ("mnist", "fashion", "cifar10"):
+        folder = Path(root or data_root()) / name
+        if download_missing:
+            download(name, Path(root or data_root()))
+        if name == "cifar10":
+            images, labels = readers.read_cifar10(folder, split)
+        else:
+            images, labels = readers.read_mnist_like(folder, split)
+        classes = CIFAR10_CLASSES if name == "cifar10" else FASHION_CLASSES if name == "fashion" else glyphs.CLASSES
+        if n is not None:
+            images, labels = images[:n], labels[:n]
+    else:
+        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(NAMES)}")
+    images = _convert(torch.from_numpy(np.ascontiguousarray(images)), name, size, channels)
+    return ImageSet(name, images, torch.from_numpy(np.ascontiguousarray(labels)), list(classes))

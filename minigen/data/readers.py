@@ -1,0 +1,160 @@
+"""Readers for real data on disk: MNIST-style IDX files, CIFAR-10 python batches, image folders.
+
+Every reader returns uint8 images (N, C, H, W) and int64 labels (N,), or raises DataError
+with one line naming the file and what to do.
+
+Formats:
+    IDX (LeCun et al., http://yann.lecun.com/exdb/mnist/): a 4-byte magic number
+        0x00 0x00 <dtype code> <number of dimensions>, then each dimension as a big-endian
+        int32, then the data. Read raw or gzipped.
+    CIFAR-10 python batches (Krizhevsky 2009): pickled dicts with b"data" (N, 3072) uint8,
+        rows of 1024 red, 1024 green, 1024 blue values, and b"labels". They are read with an
+        unpickler that only builds dicts, lists, strings, numbers and NumPy arrays, so a
+        tampered batch file cannot run code.
+    Image folders: PNG, JPEG, WebP (and anything else Pillow opens), found recursively; the
+        class of an image is its first-level subfolder when there are subfolders.
+"""
+
+import gzip
+import io
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+# IDX dtype codes -> NumPy big-endian dtypes.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (raw or .gz) into an array of its stated shape."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: not a readable gzip file ({e}); delete it and download it again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number); is it an MNIST-format file?")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"{path}: IDX header promises {expected} bytes but the file has {len(raw)}; "
+                        "the file is truncated or corrupt, download it again")
+    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(tuple(dims)).astype(dtype.newbyteorder("="))
+
+
+def _find(root: Path, stem: str) -> Path:
+    """Find `stem` or `stem.gz` in root (accepting the '-idx3-ubyte' / '.idx3-ubyte' spellings)."""
+    names = [stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"{root / stem}[.gz]: not found; put the IDX files in {root} or pass --download")
+
+
+def read_mnist_like(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST or Fashion-MNIST from `root`: images (N, 1, 28, 28) uint8, labels (N,) int64."""
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{root}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+    return images[:, None].astype(np.uint8), labels.astype(np.int64)
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Builds only what CIFAR batches contain; any other global is refused, never imported."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10 python batches from `root` (or root/cifar-10-batches-py): (N, 3, 32, 32) uint8."""
+    root = Path(root)
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"{path}: not found; put the CIFAR-10 python batches in {root} or pass --download")
+        try:
+            batch = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+            data, batch_labels = batch[b"data"], batch[b"labels"]
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: not a CIFAR-10 python batch ({e}); download it again") from None
+        images.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))  # (N, 3072) -> (N, C, H, W)
+        labels.append(np.asarray(batch_labels, dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _resize_center_crop(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Scale so the image covers (height, width), keeping its aspect ratio, then crop the centre."""
+    scale = max(height / img.height, width / img.width)
+    new = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
+    img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (img.width - width) // 2, (img.height - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
+def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every image below `root`, resized and centre-cropped to `size`, as `channels` (1 or 3).
+
+    Returns images (N, C, H, W) uint8, labels (N,) int64 and the class names. Unreadable files
+    are skipped and counted in one warning.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; give folder:PATH with a folder of images")
+    height, width = (size, size) if isinstance(size, int) else size
+    if height < 1 or width < 1:
+        raise DataError(f"image size {height}x{width} is not a size; ask for a positive one")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))}, recursively)")
+    # Class = first-level subfolder, when images live in subfolders; otherwise one class.
+    tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else "" for p in files]
+    classes = sorted(set(tops)) if any(tops) else ["images"]
+    index = {name: i for i, name in enumerate(classes)}
+    mode = "L" if channels == 1 else "RGB"
+    images, labels, bad, upscaled = [], [], [], 0
+    for path, top in zip(files, tops):
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if img.height < height or img.width < width:
+                    upscaled += 1
+                img = _resize_center_crop(img.convert(mode), height, width)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            bad.append(f"{path.name} ({type(e).__name__})")
+            continue
+        arr = np.asarray(img, dtype=np.uint8)
+        images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
+        labels.append(index.get(top, 0))
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(f"{root}: skipped {len(bad)} unreadable or corrupt image(s): {shown}", stacklevel=2)
+    if not images:
+        raise DataError(f"{root}: none of the {len(files)} image files could be read")
+    if upscaled:
+        warnings.warn(f"{root}: {upscaled} image(s) were smaller than {height}x{width} and were upscaled", stacklevel=2)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), classes

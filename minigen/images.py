@@ -1,0 +1,88 @@
+"""Pictures a person would rather look at than read: sample grids, strips and GIFs.
+
+All take model-range images, floats in [-1, 1] shaped (N, C, H, W), and write with
+Pillow. Small images are scaled up by an integer factor (nearest neighbour, so pixels
+stay pixels) and captions are drawn with Pillow's bundled font.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def to_pil(x: torch.Tensor, scale: int = 1) -> Image.Image:
+    """One image (C, H, W) in [-1, 1] -> a Pillow image, scaled up `scale` times."""
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arr = arr.permute(1, 2, 0).numpy()                                     # (C, H, W) -> (H, W, C)
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode="L" if arr.shape[2] == 1 else "RGB")
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
+
+
+def _default_scale(h: int) -> int:
+    return max(1, 64 // h)                      # 28 px -> 2x, 32 px -> 2x, 64 px and up -> 1x
+
+
+def _atomic_save(img: Image.Image, path: str | Path, **kwargs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    img.save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG", **kwargs)
+    os.replace(tmp, path)
+    return path
+
+
+def make_grid(x: torch.Tensor, nrow: int | None = None, captions: list[str] | None = None,
+              row_labels: list[str] | None = None, scale: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile (N, C, H, W) into a grid of `nrow` images per row, with an optional caption under
+    each tile and an optional label at the left of each row."""
+    n, _, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    scale = scale or _default_scale(h)
+    font = ImageFont.load_default(size=max(10, 6 * scale))
+    cap_h = font.size + 4 if captions else 0
+    left = max((int(font.getlength(s)) for s in row_labels), default=0) + 8 if row_labels else 0
+    tile_w, tile_h = w * scale + pad, h * scale + pad + cap_h
+    grid = Image.new("RGB", (left + nrow * tile_w + pad, rows * tile_h + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        x0, y0 = left + pad + c * tile_w, pad + r * tile_h
+        grid.paste(to_pil(x[i], scale).convert("RGB"), (x0, y0))
+        if captions:
+            draw.text((x0, y0 + h * scale + 1), captions[i], fill=(0, 0, 0), font=font)
+    for r, label in enumerate(row_labels or []):
+        draw.text((4, pad + r * tile_h + (h * scale - font.size) // 2), label, fill=(0, 0, 0), font=font)
+    return grid
+
+
+def save_grid(x: torch.Tensor, path: str | Path, nrow: int | None = None, captions: list[str] | None = None,
+              row_labels: list[str] | None = None, scale: int | None = None) -> Path:
+    """Write a grid of images as PNG (see make_grid); returns the path."""
+    return _atomic_save(make_grid(x, nrow, captions, row_labels, scale), path)
+
+
+def save_strip(frames: torch.Tensor, path: str | Path, captions: list[str] | None = None,
+               scale: int | None = None) -> Path:
+    """One row of frames (T, C, H, W), e.g. an image at evenly spaced diffusion steps,
+    each captioned (e.g. "t=999")."""
+    return save_grid(frames, path, nrow=len(frames), captions=captions, scale=scale)
+
+
+def save_gif(frames: list[torch.Tensor], path: str | Path, duration_ms: int = 80,
+             hold_last_ms: int = 1000, scale: int | None = None) -> Path:
+    """An animated GIF: each frame is (C, H, W) or a batch (N, C, H, W) shown as a grid.
+    The last frame is held a little longer so the result can be seen."""
+    images = [make_grid(f if f.dim() == 4 else f[None], scale=scale) for f in frames]
+    durations = [duration_ms] * (len(images) - 1) + [hold_last_ms]
+    return _atomic_save(images[0], path, save_all=True, append_images=images[1:],
+                        duration=durations, loop=0)
+
+
+def grid_to_array(img: Image.Image) -> np.ndarray:
+    """The pixels of a written picture, for tests and notebooks."""
+    return np.asarray(img)

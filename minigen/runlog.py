@@ -1,0 +1,46 @@
+"""A metrics log as JSON lines: one object per line, one file per run.
+
+    {"step": 100, "loss": 0.043, "lr": 0.0002, "images_per_s": 812.5, "time": 1732460000.1}
+
+Appending (not rewriting) means a resumed run continues the same file, and a run that is
+killed loses at most the line being written. Read it back with `read_log`.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, step: int, **metrics: float) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}, "time": round(time.time(), 3)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _plain(v):
+    """Tensors and NumPy scalars to plain numbers; NaN/inf as strings JSON can hold."""
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Every complete line of a metrics log (a torn last line is skipped)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
