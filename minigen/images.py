@@ -83,6 +83,45 @@ def save_gif(frames: list[torch.Tensor], path: str | Path, duration_ms: int = 80
                         duration=durations, loop=0)
 
 
-def grid_to_array(img: Image.Image) -> np.ndarray:
-    """The pixels of a written picture, for tests and notebooks."""
-    return np.asarray(img)
+COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+
+
+def line_chart(panels: list[tuple[str, dict[str, list[float]]]], path: str | Path, xlabel: str = "",
+               width: int = 420, height: int = 300) -> Path:
+    """Side-by-side line plots drawn with Pillow (minigen does not depend on matplotlib).
+
+    panels: [(title, {series name: y values at x = 0, 1, 2, ...}), ...]; one legend for all.
+    """
+    font = ImageFont.load_default(size=13)
+    margin_l, margin_r, margin_t, margin_b = 56, 12, 28, 40
+    img = Image.new("RGB", (width * len(panels), height + 22), "white")
+    draw = ImageDraw.Draw(img)
+    for p, (title, series) in enumerate(panels):
+        x0, x1 = p * width + margin_l, (p + 1) * width - margin_r
+        y0, y1 = margin_t, height - margin_b
+        lo = min(min(v) for v in series.values())
+        hi = max(max(v) for v in series.values())
+        lo, hi = (lo - 1, hi + 1) if hi == lo else (lo, hi)
+        draw.rectangle([x0, y0, x1, y1], outline="black")
+        draw.text((x0, 6), title, fill="black", font=font)
+        for k in range(5):                                   # y ticks
+            value = lo + (hi - lo) * k / 4
+            y = y1 - (y1 - y0) * k / 4
+            draw.line([x0 - 4, y, x0, y], fill="black")
+            draw.text((p * width + 4, y - 7), f"{value:.2f}" if hi - lo >= 0.5 else f"{value:.3g}", fill="black", font=font)
+        n = max(len(v) for v in series.values())
+        for k in range(5):                                   # x ticks
+            x = x0 + (x1 - x0) * k / 4
+            draw.line([x, y1, x, y1 + 4], fill="black")
+            draw.text((x - 10, y1 + 6), f"{round((n - 1) * k / 4)}", fill="black", font=font)
+        draw.text(((x0 + x1) // 2 - 30, y1 + 22), xlabel, fill="black", font=font)
+        for c, values in enumerate(series.values()):
+            pts = [(x0 + (x1 - x0) * i / max(1, len(values) - 1), y1 - (y1 - y0) * (v - lo) / (hi - lo))
+                   for i, v in enumerate(values)]
+            draw.line(pts, fill=COLOURS[c % len(COLOURS)], width=2)
+    names = list(panels[0][1])
+    for c, name in enumerate(names):                         # legend along the bottom
+        x = 10 + c * 120
+        draw.line([x, height + 11, x + 24, height + 11], fill=COLOURS[c % len(COLOURS)], width=3)
+        draw.text((x + 30, height + 3), name, fill="black", font=font)
+    return _atomic_save(img, path)
