@@ -7,6 +7,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
     model       state_dict of the plain module (never the torch.compile or DDP wrapper,
                 so keys never start with "_orig_mod." or "module.")
     ema, optimizer, scheduler   their state_dicts, when given
+    others      more named state_dicts (a GAN's discriminator and its optimizer)
     step        optimizer steps taken
     rng         Python, NumPy and torch (CPU, CUDA) generator states, for exact resume
     extra       anything else a script wants back (e.g. fixed noise for progress grids)
@@ -21,6 +22,7 @@ import dataclasses
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +70,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, *, kind: str, config, model: nn.Module, step: int,
-                    ema=None, optimizer=None, scheduler=None, extra: dict | None = None) -> Path:
-    """Write a checkpoint atomically (temporary file, fsync, rename). Returns the path."""
+                    ema=None, optimizer=None, scheduler=None, others: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file, fsync, rename). Returns the path.
+
+    others: more objects with a state_dict (a GAN's discriminator and its optimizer), by name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -88,6 +93,9 @@ def save_checkpoint(path: str | Path, *, kind: str, config, model: nn.Module, st
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
+    if others:
+        state["others"] = {name: unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
+                           for name, obj in others.items()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -112,9 +120,11 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise CheckpointError(f"{path}: refused, the file carries pickled objects that are not plain "
-                              f"tensors or containers ({first}); it could run code, so it is not loaded") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(f"{path}: refused, the file carries pickled code ({found.group(1)}), not only "
+                                  "tensors and plain containers; it could run code, so it is not loaded") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint; it is corrupt or truncated") from None
     except Exception as e:  # a damaged zip or pickle stream can fail in many ways; all mean "corrupt"
         first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first}); it is corrupt or truncated") from None
@@ -141,7 +151,7 @@ def check_config(state: dict, config, path: str | Path = "checkpoint") -> None:
 
 
 def restore(state: dict, model: nn.Module, config, ema=None, optimizer=None, scheduler=None,
-            rng: bool = True) -> int:
+            others: dict | None = None, rng: bool = True) -> int:
     """Load a checkpoint's states into live objects (after check_config); returns its step."""
     check_config(state, config)
     unwrap(model).load_state_dict(state["model"])
@@ -151,6 +161,8 @@ def restore(state: dict, model: nn.Module, config, ema=None, optimizer=None, sch
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
+    for name, obj in (others or {}).items():
+        (unwrap(obj) if isinstance(obj, nn.Module) else obj).load_state_dict(state["others"][name])
     if rng:
         set_rng_state(state["rng"])
     return int(state["step"])

@@ -33,3 +33,11 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, str]:
         return torch.device("mps"), "mps: Apple GPU found, no CUDA"
     threads = torch.get_num_threads()
     return torch.device("cpu"), f"cpu: no CUDA or MPS device found ({threads} threads, {os.cpu_count()} cores)"
+
+
+def count_flops(model: torch.nn.Module, *inputs) -> int:
+    """FLOPs of one forward pass (a multiply-add counts 2), by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return counter.get_total_flops()

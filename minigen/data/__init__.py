@@ -10,6 +10,7 @@ Images are kept as uint8 (N, C, H, W) and turned into floats in [-1, 1] per batc
     x = pixel / 127.5 − 1     (Ho et al. 2020, §3.3: data scaled linearly to [−1, 1])
 """
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,28 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255] (clamped)."""
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """The indices of training step `step`'s batch for process `rank` of `world`.
+
+    A pure function of its arguments: each epoch is a fresh permutation seeded by (seed, epoch),
+    cut into global batches of batch_size·world (the incomplete last one dropped), and rank r
+    takes the r-th slice of each. So a resumed run sees exactly the batches it would have seen,
+    and the processes of a distributed run see disjoint shards.
+    """
+    per_epoch = n // (batch_size * world)
+    if per_epoch == 0:
+        raise DataError(f"the data set has {n} images, fewer than one batch of {batch_size * world}; "
+                        "lower --batch-size")
+    epoch, i = divmod(step, per_epoch)
+    start = (i * world + rank) * batch_size
+    return _epoch_permutation(n, seed, epoch)[start:start + batch_size]
 
 
 def _generated(name: str, split: str, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:

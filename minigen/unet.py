@@ -1,0 +1,246 @@
+"""The denoising U-Net: predicts ε (or x_0, or v) from a noisy image x_t and its timestep t.
+
+Papers:
+    Ronneberger et al. 2015, U-Net, arXiv:1505.04597 (the encoder-decoder with skip connections)
+    Ho, Jain & Abbeel 2020, DDPM, arXiv:2006.11239, App. B (this network's layout: Wide-ResNet
+        blocks, GroupNorm, self-attention at 16x16, sinusoidal time embedding)
+    Vaswani et al. 2017, Attention Is All You Need, arXiv:1706.03762 (sinusoidal embedding, attention)
+    Dhariwal & Nichol 2021, Diffusion Models Beat GANs, arXiv:2105.05233 (scale-and-shift
+        conditioning of the normalised features, "AdaGN"; zero-initialised last convolutions)
+    Ho & Salimans 2022, Classifier-Free Guidance, arXiv:2207.12598 (the extra "null" label)
+
+Layout for the `cpu` preset on 28x28 digits (channels in brackets):
+    x_t (1, 28, 28) -> conv [32] -> level 0: ResBlock [32] at 28x28        -> Downsample
+                                 -> level 1: ResBlock [64] at 14x14        -> Downsample
+                                 -> level 2: ResBlock [64] + attention at 7x7
+                    -> middle: ResBlock, attention, ResBlock at 7x7
+                    -> the same levels back up, each block eating one skip (concatenated),
+                       Upsample between levels -> GroupNorm, SiLU, conv -> output (1, 28, 28)
+The timestep (and the class label, when the model is conditional) becomes one embedding
+vector that every ResBlock turns into a per-channel scale and shift.
+
+Left out: BigGAN-style up/down-sampling residual blocks, learned variance output,
+and attention heads sized by channels per head rather than a head count.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class UNetConfig:
+    image_channels: int = 1                 # 1 (grayscale) or 3 (RGB)
+    image_size: tuple[int, int] = (28, 28)  # (H, W); each must be divisible by 2^(levels − 1)
+    base_channels: int = 32                 # channels at the first level
+    channel_mults: tuple[int, ...] = (1, 2, 2)   # channels per level = base × mult; one level per entry
+    num_res_blocks: int = 1                 # ResBlocks per level on the way down (one more on the way up)
+    attention_resolutions: tuple[int, ...] = (7,)  # feature-map sizes (min of H, W) that get self-attention
+    num_heads: int = 4
+    dropout: float = 0.1
+    num_classes: int = 0                    # 0: unconditional; else labels 0..K−1 and K = "null"
+    groups: int = 8                         # GroupNorm groups (Wu & He 2018); 32 in Ho et al.
+
+
+PRESETS = {
+    # For tests: a forward pass in milliseconds.
+    "tiny": UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(14,),
+                       num_heads=2, dropout=0.0, groups=4),
+    # The default of train_ddpm.py on a CPU: class-conditional digits in about 15 minutes.
+    "cpu": UNetConfig(),
+    # A CIFAR-10-sized network for a GPU (about Ho et al.'s 35.7M-parameter CIFAR model).
+    "cifar": UNetConfig(image_channels=3, image_size=(32, 32), base_channels=128, channel_mults=(1, 2, 2, 2),
+                        num_res_blocks=2, attention_resolutions=(16,), num_heads=4, dropout=0.1, groups=32),
+}
+
+
+def preset(name: str, **overrides) -> UNetConfig:
+    """A named preset with some fields replaced (e.g. the data's channels, size and classes)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown U-Net preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, (B,) -> (B, dim):
+        emb[i]         = sin(t · ω_i),  emb[dim/2 + i] = cos(t · ω_i),  ω_i = max_period^(−i/(dim/2))
+    (Vaswani et al. 2017, §3.5, with sin and cos halves concatenated as in Ho et al.'s code)."""
+    half = dim // 2
+    omega = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    angles = t.float()[:, None] * omega[None, :]                           # (B, half)
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)         # (B, 2·half)
+    return F.pad(emb, (0, dim % 2))                                        # odd dim: one zero column
+
+
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv3x3, then the embedding as scale and shift of the normalised
+    features, h ← GN(h)·(1 + scale) + shift (Dhariwal & Nichol 2021, §3 "AdaGN"), -> SiLU ->
+    dropout -> conv3x3 (zero-initialised, so each block starts as the identity), plus the input."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = _norm(in_ch, groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = _norm(out_ch, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))                              # (B, out, H, W)
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the H·W positions, with a residual connection:
+        softmax(Q·Kᵀ/√d)·V   (Vaswani et al. 2017, Eq. 1), by F.scaled_dot_product_attention."""
+
+    def __init__(self, channels: int, num_heads: int, groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = _norm(channels, groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x))                                       # (B, 3C, H, W)
+        qkv = qkv.reshape(B, 3, self.num_heads, C // self.num_heads, H * W)  # (B, 3, heads, d, HW)
+        q, k, v = qkv.permute(1, 0, 2, 4, 3).unbind(0)                     # 3 × (B, heads, HW, d)
+        h = F.scaled_dot_product_attention(q, k, v)                        # (B, heads, HW, d)
+        h = h.permute(0, 1, 3, 2).reshape(B, C, H, W)                      # (B, heads, d, HW) -> (B, C, H, W)
+        return x + self.out(h)
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a stride-2 3x3 convolution (Ho et al.)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour, then a 3x3 convolution (Ho et al.)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """The blocks of one resolution: ResBlocks, each followed by attention where configured."""
+
+    def __init__(self, blocks: list[ResBlock], attentions: list[nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attentions = nn.ModuleList(attentions)
+
+
+class UNet(nn.Module):
+    """model(x_t, t, y=None) -> output of x_t's shape. y: class labels (B,), K = the null label."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        c = self.config = config
+        H, W = c.image_size
+        levels = len(c.channel_mults)
+        factor = 2 ** (levels - 1)
+        if H % factor or W % factor:
+            raise ValueError(f"image size {H}x{W} is not divisible by 2^{levels - 1} = {factor} "
+                             f"({levels} levels); use a size divisible by {factor} or fewer channel_mults")
+        emb_dim = 4 * c.base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(c.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # One row per class plus the "null" label K used for classifier-free guidance.
+        self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes > 0 else None
+        self.stem = nn.Conv2d(c.image_channels, c.base_channels, 3, padding=1)
+
+        def attention(ch: int, size: int) -> nn.Module:
+            return Attention(ch, c.num_heads, c.groups) if size in c.attention_resolutions else nn.Identity()
+
+        # ---- encoder: remember every feature map's channels for its skip connection ----
+        skips, ch, size = [c.base_channels], c.base_channels, min(H, W)
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        for i, mult in enumerate(c.channel_mults):
+            blocks, attns = [], []
+            for _ in range(c.num_res_blocks):
+                blocks.append(ResBlock(ch, mult * c.base_channels, emb_dim, c.dropout, c.groups))
+                ch = mult * c.base_channels
+                attns.append(attention(ch, size))
+                skips.append(ch)
+            self.down.append(Level(blocks, attns))
+            if i < levels - 1:
+                self.downsample.append(Downsample(ch))
+                skips.append(ch)
+                size //= 2
+        # ---- middle ----
+        self.mid1 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
+        self.mid_attn = Attention(ch, c.num_heads, c.groups)
+        self.mid2 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
+        # ---- decoder: one more block per level than the encoder, each eating one skip ----
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i, mult in reversed(list(enumerate(c.channel_mults))):
+            blocks, attns = [], []
+            for _ in range(c.num_res_blocks + 1):
+                blocks.append(ResBlock(ch + skips.pop(), mult * c.base_channels, emb_dim, c.dropout, c.groups))
+                ch = mult * c.base_channels
+                attns.append(attention(ch, size))
+            self.up.append(Level(blocks, attns))
+            if i > 0:
+                self.upsample.append(Upsample(ch))
+                size *= 2
+        self.head = nn.Sequential(_norm(ch, c.groups), nn.SiLU(), nn.Conv2d(ch, c.image_channels, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.config
+        if x.shape[1:] != (c.image_channels, *c.image_size):
+            raise ValueError(f"this U-Net takes images of shape {(c.image_channels, *c.image_size)}, "
+                             f"got {tuple(x.shape[1:])}")
+        emb = self.time_mlp(timestep_embedding(t, c.base_channels))        # (B, 4·base)
+        if self.label_emb is not None:
+            if y is None:                                                  # no label given: the null label
+                y = torch.full((x.shape[0],), c.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_emb(y)
+        h = self.stem(x)
+        hs = [h]
+        for i, level in enumerate(self.down):
+            for block, attn in zip(level.blocks, level.attentions):
+                h = attn(block(h, emb))
+                hs.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for i, level in enumerate(self.up):
+            for block, attn in zip(level.blocks, level.attentions):
+                h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))      # (B, ch + skip, H, W)
+            if i < len(self.upsample):
+                h = self.upsample[i](h)
+        return self.head(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
