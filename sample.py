@@ -102,16 +102,20 @@ def gan_samples(G, D, labels, n, generator, device, min_d_prob):
     if min_d_prob is None:
         return x, drawn
     keep = torch.sigmoid(D(x, y)) >= min_d_prob
+    per_slot = 32                                 # candidates drawn at once for each slot still empty
     for _ in range(50):
         missing = (~keep).nonzero().flatten()
         if len(missing) == 0:
             break
-        y_missing = y[missing] if K else None
-        candidates = G(torch.randn(len(missing), z_dim, generator=generator, device=device), y_missing)
-        accepted = torch.sigmoid(D(candidates, y_missing)) >= min_d_prob
-        x[missing[accepted]] = candidates[accepted]
+        y_try = y[missing].repeat(per_slot) if K else None                     # (per_slot·m,)
+        candidates = G(torch.randn(per_slot * len(missing), z_dim, generator=generator, device=device), y_try)
+        score = torch.sigmoid(D(candidates, y_try)).reshape(per_slot, len(missing))
+        best = score.argmax(0)                                                 # (m,) the best try per slot
+        accepted = score[best, torch.arange(len(missing))] >= min_d_prob
+        chosen = candidates.reshape(per_slot, len(missing), *x.shape[1:])[best, torch.arange(len(missing))]
+        x[missing[accepted]] = chosen[accepted]
         keep[missing[accepted]] = True
-        drawn += len(missing)
+        drawn += per_slot * len(missing)
     if not keep.all():
         raise MinigenError(f"--min-d-prob {min_d_prob}: only {int(keep.sum())} of {n} samples reached it after "
                            f"{drawn} draws; ask for a lower threshold")
@@ -165,7 +169,7 @@ def main(argv=None) -> int:
             raise MinigenError("--strip and --gif show a diffusion model's reverse process; a GAN has none "
                                "(try --interpolate)")
         x, drawn = gan_samples(net, D, labels, n, generator, device, args.min_d_prob)
-        method = "GAN" + (f", kept {n} of {drawn} draws with D(x) >= {args.min_d_prob}" if args.min_d_prob else "")
+        method = "GAN" + (f", kept {n} of {drawn} draws with D(x) >= {args.min_d_prob}" if args.min_d_prob is not None else "")
         inter = None
     else:
         steps = args.steps or (50 if args.sampler == "ddim" else diffusion.T)

@@ -59,7 +59,7 @@ class GANTrainConfig:
     download: bool = False
     flip: bool = False
     preset: str = "cpu"
-    steps: int = 3000
+    steps: int = 5000
     batch_size: int = 64
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -113,7 +113,7 @@ HELP = {
 CHOICES = {"preset": list(PRESETS)}
 RUNTIME_FIELDS = {"steps", "out", "resume", "stop_after", "compile", "amp", "device", "sample_every",
                   "ckpt_every", "log_every", "data_root", "download"}
-D_COLLAPSE_LOSS, D_COLLAPSE_STEPS, DIVERSITY_FLOOR = 0.05, 200, 0.25
+D_COLLAPSE_LOSS, D_COLLAPSE_STEPS, DIVERSITY_FLOOR, DIVERSITY_FROM = 0.05, 200, 0.25, 500
 
 
 def mean_pairwise_distance(x: torch.Tensor) -> float:
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
             bar.update(1)
             if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
                 diversity = fixed_samples(step)
-                if diversity < DIVERSITY_FLOOR * real_diversity:
+                if step >= DIVERSITY_FROM and diversity < DIVERSITY_FLOOR * real_diversity:
                     tqdm.write(f"warning: possible mode collapse at step {step}: fixed-noise samples are "
                                f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
                                f"({diversity / real_diversity:.0%})")

@@ -40,7 +40,7 @@ class DCGANConfig:
 
 PRESETS = {
     "tiny": DCGANConfig(z_dim=16, g_channels=8, d_channels=8),
-    "cpu": DCGANConfig(g_channels=32, d_channels=32),
+    "cpu": DCGANConfig(g_channels=64, d_channels=64),
     "dcgan": DCGANConfig(image_channels=3, image_size=64),     # Radford et al.'s 64x64 network
 }
 
