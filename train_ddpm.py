@@ -17,7 +17,6 @@ Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 import argparse
 import dataclasses
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
-from minigen.cli import add_config_args, config_from_args, run
+from minigen.cli import add_config_args, config_from_args, resumed_config, run
 from minigen.data import batch_indices, load_dataset
 from minigen.diffusion import Diffusion
 from minigen.ema import EMA
@@ -37,7 +36,7 @@ from minigen.errors import MinigenError
 from minigen.images import save_grid, save_strip
 from minigen.lr import warmup_cosine
 from minigen.runlog import MetricsLog
-from minigen.runtime import count_flops, pick_device, seed_everything
+from minigen.runtime import GracefulStop, count_flops, pick_device, seed_everything
 from minigen.schedules import make_betas
 from minigen.unet import PRESETS, UNet, count_parameters, preset
 
@@ -163,7 +162,7 @@ def main(argv=None) -> int:
     if cfg.resume:
         state = load_checkpoint(ckpt_path, kind="ddpm")
         saved = state["extra"]["train"]
-        cfg = TrainConfig(**{k: (getattr(cfg, k) if k in RUNTIME_FIELDS else saved[k]) for k in saved})
+        cfg = resumed_config(TrainConfig, cfg, saved, RUNTIME_FIELDS)
         say(f"resuming {ckpt_path} at step {state['step']} with its saved settings")
     elif ckpt_path.exists():
         raise MinigenError(f"{ckpt_path} exists: pass --resume to continue that run, or --out DIR for a new one")
@@ -237,70 +236,59 @@ def main(argv=None) -> int:
     tick, seen = time.perf_counter(), 0
     # Ctrl-C asks to stop: the current step finishes, a checkpoint is saved, and the run ends.
     # A second Ctrl-C stops at once (the last saved checkpoint stays as it was).
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        if main_process:
-            tqdm.write("Ctrl-C: finishing this step and saving (Ctrl-C again to stop at once)")
-
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
-        while step < end_step:
-            model.train()
-            idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed, rank, world)
-            x0, y = data.batch(idx, flip=cfg.flip)
-            x0 = x0.to(device, memory_format=memory_format, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            kwargs = {}
-            if conditional:    # label dropout: the model also learns p(x), for classifier-free guidance
-                drop = torch.rand(len(y), device=device) < cfg.cond_drop
-                kwargs["y"] = torch.where(drop, torch.full_like(y, null_label), y)
+        with GracefulStop(say=tqdm.write if main_process else None) as stop:
+            while step < end_step:
+                model.train()
+                idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed, rank, world)
+                x0, y = data.batch(idx, flip=cfg.flip)
+                x0 = x0.to(device, memory_format=memory_format, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                kwargs = {}
+                if conditional:    # label dropout: the model also learns p(x), for classifier-free guidance
+                    drop = torch.rand(len(y), device=device) < cfg.cond_drop
+                    kwargs["y"] = torch.where(drop, torch.full_like(y, null_label), y)
 
-            with autocast():
-                loss = diffusion.loss(net, x0, min_snr_gamma=cfg.min_snr or None, **kwargs)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise MinigenError(f"the loss became {loss.item()} at step {step}; stopping without saving "
-                                   f"(the last good checkpoint, if any, is {ckpt_path}); try a lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            optimizer.step()
-            scheduler.step()
-            ema.update(model)
-            step += 1
-            seen += len(x0) * world
+                with autocast():
+                    loss = diffusion.loss(net, x0, min_snr_gamma=cfg.min_snr or None, **kwargs)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    raise MinigenError(f"the loss became {loss.item()} at step {step}; stopping without saving "
+                                       f"(the last good checkpoint, if any, is {ckpt_path}); try a lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+                optimizer.step()
+                scheduler.step()
+                ema.update(model)
+                step += 1
+                seen += len(x0) * world
 
-            # ---- progress: bar, log, pictures, checkpoint -------------------------------------
-            if step % cfg.log_every == 0 or step == end_step:
-                now = time.perf_counter()
-                images_per_s = seen / (now - tick)
-                tick, seen = now, 0
-                lr = scheduler.get_last_lr()[0]
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}")
-                log.write(step, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(), images_per_s=images_per_s)
-            bar.update(1)
-            if main_process and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
-                sample_previews(ema.model, diffusion, fixed_noise, fixed_labels, cfg, null_label, data.classes, out_dir, step)
-            if step % cfg.ckpt_every == 0 and step < end_step:
-                checkpoint(step)
-            asked = torch.tensor(float(stop["asked"]))
-            if world > 1:                  # every process stops at the same step
-                dist.all_reduce(asked, op=dist.ReduceOp.MAX)
-            if asked.item():
-                bar.close()
-                path = checkpoint(step)
-                say(f"stopped at step {step}: saved {path}; continue with --resume --out {cfg.out}")
-                return 130
+                # ---- progress: bar, log, pictures, checkpoint -------------------------------------
+                if step % cfg.log_every == 0 or step == end_step:
+                    now = time.perf_counter()
+                    images_per_s = seen / (now - tick)
+                    tick, seen = now, 0
+                    lr = scheduler.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}")
+                    log.write(step, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(), images_per_s=images_per_s)
+                bar.update(1)
+                if main_process and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+                    sample_previews(ema.model, diffusion, fixed_noise, fixed_labels, cfg, null_label, data.classes, out_dir, step)
+                if step % cfg.ckpt_every == 0 and step < end_step:
+                    checkpoint(step)
+                asked = torch.tensor(float(stop.asked))
+                if world > 1:                  # every process stops at the same step
+                    dist.all_reduce(asked, op=dist.ReduceOp.MAX)
+                if asked.item():
+                    bar.close()
+                    path = checkpoint(step)
+                    say(f"stopped at step {step}: saved {path}; continue with --resume --out {cfg.out}")
+                    return 130
     except KeyboardInterrupt:
         bar.close()
         say(f"\nstopped at once during step {step + 1}; the last saved checkpoint is {ckpt_path}")
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
     bar.close()
     checkpoint(step)
     if step < cfg.steps:

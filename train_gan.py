@@ -27,7 +27,6 @@ Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 
 import argparse
 import dataclasses
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
-from minigen.cli import add_config_args, config_from_args, run
+from minigen.cli import add_config_args, config_from_args, resumed_config, run
 from minigen.data import batch_indices, load_dataset
 from minigen.dcgan import PRESETS, SIZES, Discriminator, Generator, preset
 from minigen.diffaug import diff_augment
@@ -46,7 +45,7 @@ from minigen.ema import EMA
 from minigen.errors import MinigenError
 from minigen.images import save_grid
 from minigen.runlog import MetricsLog
-from minigen.runtime import count_flops, pick_device, seed_everything
+from minigen.runtime import GracefulStop, count_flops, pick_device, seed_everything
 from minigen.unet import count_parameters
 
 
@@ -138,7 +137,7 @@ def main(argv=None) -> int:
     if cfg.resume:
         state = load_checkpoint(ckpt_path, kind="gan")
         saved = state["extra"]["train"]
-        cfg = GANTrainConfig(**{k: (getattr(cfg, k) if k in RUNTIME_FIELDS else saved[k]) for k in saved})
+        cfg = resumed_config(GANTrainConfig, cfg, saved, RUNTIME_FIELDS)
         print(f"resuming {ckpt_path} at step {state['step']} with its saved settings")
     elif ckpt_path.exists():
         raise MinigenError(f"{ckpt_path} exists: pass --resume to continue that run, or --out DIR for a new one")
@@ -206,97 +205,87 @@ def main(argv=None) -> int:
     end_step = cfg.steps if cfg.stop_after is None else min(cfg.steps, start_step + cfg.stop_after)
     bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True)
     tick, seen = time.perf_counter(), 0
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        tqdm.write("Ctrl-C: finishing this step and saving (Ctrl-C again to stop at once)")
-
-    previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
-        while step < end_step:
-            G.train(), D.train()
-            idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-            real, y = data.batch(idx, flip=cfg.flip)
-            real, y = real.to(device), y.to(device)
-            B = len(real)
-            labels = y if conditional else None
-            z = torch.randn(B, model_cfg.z_dim, device=device)
-            fake_labels = torch.randint(0, len(data.classes), (B,), device=device) if conditional else None
+        with GracefulStop(say=tqdm.write) as stop:
+            while step < end_step:
+                G.train(), D.train()
+                idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+                real, y = data.batch(idx, flip=cfg.flip)
+                real, y = real.to(device), y.to(device)
+                B = len(real)
+                labels = y if conditional else None
+                z = torch.randn(B, model_cfg.z_dim, device=device)
+                fake_labels = torch.randint(0, len(data.classes), (B,), device=device) if conditional else None
 
-            # (1) Update D: maximise log D(x) + log(1 − D(G(z))), i.e. minimise
-            #     BCE(D(x), real_label) + BCE(D(G(z)), 0), with a few targets swapped.
-            target_real = torch.full((B,), cfg.real_label, device=device)
-            target_fake = torch.zeros(B, device=device)
-            swap = torch.rand(B, device=device) < cfg.flip_prob
-            target_real, target_fake = torch.where(swap, target_fake, target_real), torch.where(swap, target_real, target_fake)
-            with autocast():
-                fake = net_g(z, fake_labels)
-                logits_real = net_d(diff_augment(real, cfg.diffaug), labels)
-                logits_fake = net_d(diff_augment(fake.detach(), cfg.diffaug), fake_labels)   # no gradient into G
-                loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), target_real)
-                          + F.binary_cross_entropy_with_logits(logits_fake.float(), target_fake))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+                # (1) Update D: maximise log D(x) + log(1 − D(G(z))), i.e. minimise
+                #     BCE(D(x), real_label) + BCE(D(G(z)), 0), with a few targets swapped.
+                target_real = torch.full((B,), cfg.real_label, device=device)
+                target_fake = torch.zeros(B, device=device)
+                swap = torch.rand(B, device=device) < cfg.flip_prob
+                target_real, target_fake = torch.where(swap, target_fake, target_real), torch.where(swap, target_real, target_fake)
+                with autocast():
+                    fake = net_g(z, fake_labels)
+                    logits_real = net_d(diff_augment(real, cfg.diffaug), labels)
+                    logits_fake = net_d(diff_augment(fake.detach(), cfg.diffaug), fake_labels)   # no gradient into G
+                    loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), target_real)
+                              + F.binary_cross_entropy_with_logits(logits_fake.float(), target_fake))
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
 
-            # (2) Update G: maximise log D(G(z)), the non-saturating loss (Goodfellow et al. §3):
-            #     minimise BCE(D(G(z)), 1) rather than maximise BCE(D(G(z)), 0), whose gradient
-            #     vanishes exactly when G is bad and D confidently rejects its images.
-            with autocast():
-                logits = net_d(diff_augment(fake, cfg.diffaug), fake_labels)
-                loss_g = F.binary_cross_entropy_with_logits(logits.float(), torch.ones(B, device=device))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()                       # D's parameters get gradients too; opt_d never sees them
-            opt_g.step()
-            ema.update(G)
-            step += 1
-            seen += B
+                # (2) Update G: maximise log D(G(z)), the non-saturating loss (Goodfellow et al. §3):
+                #     minimise BCE(D(G(z)), 1) rather than maximise BCE(D(G(z)), 0), whose gradient
+                #     vanishes exactly when G is bad and D confidently rejects its images.
+                with autocast():
+                    logits = net_d(diff_augment(fake, cfg.diffaug), fake_labels)
+                    loss_g = F.binary_cross_entropy_with_logits(logits.float(), torch.ones(B, device=device))
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()                       # D's parameters get gradients too; opt_d never sees them
+                opt_g.step()
+                ema.update(G)
+                step += 1
+                seen += B
 
-            # ---- watch for the failure modes ----------------------------------------------------
-            if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
-                bar.close()
-                raise MinigenError(f"the losses became D {loss_d.item()}, G {loss_g.item()} at step {step - 1}; "
-                                   f"stopping without saving (the last good checkpoint, if any, is {ckpt_path}); "
-                                   "try lower learning rates")
-            if loss_d.item() < D_COLLAPSE_LOSS:
-                d_low_since = step if d_low_since is None else d_low_since
-                if step - d_low_since == D_COLLAPSE_STEPS:
-                    tqdm.write(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {D_COLLAPSE_STEPS} steps "
-                               f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
-                               "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
-            else:
-                d_low_since = None
+                # ---- watch for the failure modes ----------------------------------------------------
+                if not (torch.isfinite(loss_d) and torch.isfinite(loss_g)):
+                    bar.close()
+                    raise MinigenError(f"the losses became D {loss_d.item()}, G {loss_g.item()} at step {step - 1}; "
+                                       f"stopping without saving (the last good checkpoint, if any, is {ckpt_path}); "
+                                       "try lower learning rates")
+                if loss_d.item() < D_COLLAPSE_LOSS:
+                    d_low_since = step if d_low_since is None else d_low_since
+                    if step - d_low_since == D_COLLAPSE_STEPS:
+                        tqdm.write(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {D_COLLAPSE_STEPS} steps "
+                                   f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
+                                   "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
+                else:
+                    d_low_since = None
 
-            # ---- progress: bar, log, pictures, checkpoint -------------------------------------
-            if step % cfg.log_every == 0 or step == end_step:
-                now = time.perf_counter()
-                images_per_s, tick, seen = seen / (now - tick), now, 0
-                d_real, d_fake = torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
-                bar.set_postfix(D=f"{loss_d.item():.3f}", G=f"{loss_g.item():.3f}", img_s=f"{images_per_s:.0f}")
-                log.write(step, loss_d=loss_d.item(), loss_g=loss_g.item(), d_real=d_real, d_fake=d_fake,
-                          images_per_s=images_per_s)
-            bar.update(1)
-            if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
-                diversity = fixed_samples(step)
-                if step >= DIVERSITY_FROM and diversity < DIVERSITY_FLOOR * real_diversity:
-                    tqdm.write(f"warning: possible mode collapse at step {step}: fixed-noise samples are "
-                               f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
-                               f"({diversity / real_diversity:.0%})")
-            if step % cfg.ckpt_every == 0 and step < end_step:
-                checkpoint(step)
-            if stop["asked"]:
-                bar.close()
-                print(f"stopped at step {step}: saved {checkpoint(step)}; continue with --resume --out {cfg.out}")
-                return 130
+                # ---- progress: bar, log, pictures, checkpoint -------------------------------------
+                if step % cfg.log_every == 0 or step == end_step:
+                    now = time.perf_counter()
+                    images_per_s, tick, seen = seen / (now - tick), now, 0
+                    d_real, d_fake = torch.sigmoid(logits_real).mean().item(), torch.sigmoid(logits_fake).mean().item()
+                    bar.set_postfix(D=f"{loss_d.item():.3f}", G=f"{loss_g.item():.3f}", img_s=f"{images_per_s:.0f}")
+                    log.write(step, loss_d=loss_d.item(), loss_g=loss_g.item(), d_real=d_real, d_fake=d_fake,
+                              images_per_s=images_per_s)
+                bar.update(1)
+                if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+                    diversity = fixed_samples(step)
+                    if step >= DIVERSITY_FROM and diversity < DIVERSITY_FLOOR * real_diversity:
+                        tqdm.write(f"warning: possible mode collapse at step {step}: fixed-noise samples are "
+                                   f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
+                                   f"({diversity / real_diversity:.0%})")
+                if step % cfg.ckpt_every == 0 and step < end_step:
+                    checkpoint(step)
+                if stop.asked:
+                    bar.close()
+                    print(f"stopped at step {step}: saved {checkpoint(step)}; continue with --resume --out {cfg.out}")
+                    return 130
     except KeyboardInterrupt:
         bar.close()
         print(f"\nstopped at once during step {step + 1}; the last saved checkpoint is {ckpt_path}")
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
     bar.close()
     checkpoint(step)
     if step < cfg.steps:

@@ -47,3 +47,10 @@ def run(main, argv=None) -> int:
     except MinigenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def resumed_config(cls, from_command_line, saved: dict, runtime_fields: set[str]):
+    """On --resume, the checkpoint's settings define the run; only the fields that change how
+    this invocation runs (steps, output folder, compile, device, intervals...) come from the
+    command line."""
+    return cls(**{k: (getattr(from_command_line, k) if k in runtime_fields else v) for k, v in saved.items()})

@@ -41,3 +41,34 @@ def count_flops(model: torch.nn.Module, *inputs) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*inputs)
     return counter.get_total_flops()
+
+
+class GracefulStop:
+    """Ctrl-C asks a training loop to stop at the end of the current step (check `.asked`);
+    a second Ctrl-C raises KeyboardInterrupt at once. Restores the previous handler on exit.
+
+        with GracefulStop(say=tqdm.write) as stop:
+            while ...:
+                ...one step...
+                if stop.asked: save and return
+    """
+
+    def __init__(self, say=print):
+        self.asked, self.say = False, say
+
+    def _handler(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        if self.say:
+            self.say("Ctrl-C: finishing this step and saving (Ctrl-C again to stop at once)")
+
+    def __enter__(self):
+        import signal
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        signal.signal(signal.SIGINT, self._previous)
+        return False

@@ -1,0 +1,178 @@
+"""Measure the generative trilemma (Xiao et al. 2022) for minigen's models: quality, diversity, speed.
+
+    python evaluate.py --judge runs/vit/last.pt --gan runs/gan/last.pt --ddpm runs/ddpm/last.pt
+
+For each generator (the GAN; the diffusion model with DDPM 1000 steps and DDIM 50 and 10
+steps, at each --guidance scale) it draws -n class-balanced samples with a fixed seed and
+reports, judged by the tiny ViT trained on the real data (train_vit.py):
+
+    FD         Fréchet distance between the judge's features of the samples and of real
+               training images (Heusel et al. 2017; FID with minigen's own judge)    lower is better
+    precision  share of samples inside the real images' feature manifold (quality)     higher
+    recall     share of real images inside the samples' manifold (coverage)            higher
+    accuracy   the judge's accuracy on the requested classes (does a "7" come out a 7?) higher
+    IS         Inception-Score-style exp(E KL(p(y|x) ‖ p(y))) from the judge          higher, at most K
+    CAS        Classification Accuracy Score (Ravuri & Vinyals 2019): a fresh classifier trained
+               on the samples only, tested on real test images                        higher
+    images/s   sampling speed (and seconds per image)
+
+The first row measures held-out real test images against the training images: the floor
+that a perfect generator would reach with the same number of images.
+Writes OUT/trilemma.json and OUT/trilemma.md (default OUT: runs/eval).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from minigen.checkpoint import load_checkpoint
+from minigen.cli import run
+from minigen.data import load_dataset
+from minigen.errors import MinigenError
+from minigen.metrics import accuracy, frechet_distance_of, inception_score, precision_recall
+from minigen.runtime import pick_device, seed_everything
+from minigen.vit import ViT, ViTConfig
+from minigen.vit import preset as vit_preset
+from sample import gan_samples, load_ddpm, load_gan
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--judge", required=True, help="ViT checkpoint from train_vit.py, trained on the same data")
+    p.add_argument("--gan", default=None, help="GAN checkpoint from train_gan.py")
+    p.add_argument("--ddpm", default=None, help="diffusion checkpoint from train_ddpm.py")
+    p.add_argument("-n", type=int, default=200, help="samples per row (default: 200)")
+    p.add_argument("--guidance", default="1,3", help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
+    p.add_argument("--ddpm-steps", type=int, default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
+    p.add_argument("--ddim-steps", default="50,10", help="comma-separated DDIM step counts (default: 50,10)")
+    p.add_argument("--cas-steps", type=int, default=300, help="training steps of the CAS classifier (default: 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default: 0)")
+    p.add_argument("--out", default="runs/eval", help="folder for trilemma.json and trilemma.md (default: runs/eval)")
+    p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
+    return p
+
+
+@torch.no_grad()
+def judge_outputs(judge, x: torch.Tensor, device, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """The judge's penultimate features and class probabilities of images x (N, C, H, W)."""
+    feats, probs = [], []
+    for start in range(0, len(x), batch):
+        f = judge.features(x[start:start + batch].to(device))
+        feats.append(f.cpu())
+        probs.append(torch.softmax(judge.head(f), dim=1).cpu())
+    return torch.cat(feats), torch.cat(probs)
+
+
+def classification_accuracy_score(x, y, test, config: ViTConfig, steps: int, seed: int, device) -> float:
+    """Train a fresh tiny ViT on (x, y) only; return its accuracy on the real test images."""
+    torch.manual_seed(seed)
+    model = ViT(vit_preset("tiny", image_channels=config.image_channels, image_size=config.image_size,
+                           num_classes=config.num_classes, patch_size=config.patch_size, depth=2, dim=64)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (min(64, len(x)),), generator=g)
+        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device), label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    tx, ty = test.batch(torch.arange(min(len(test), 2000)))
+    with torch.no_grad():
+        return accuracy(model(tx.to(device)).cpu(), ty)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    device, reason = pick_device(args.device)
+    print(f"device: {reason}")
+    if args.n < 10:
+        raise MinigenError(f"-n {args.n}: at least 10 samples per row are needed for the statistics")
+
+    # ---- the judge and the real data ---------------------------------------------------------
+    state = load_checkpoint(args.judge, kind="vit")
+    judge = ViT(ViTConfig(**state["config"]))
+    judge.load_state_dict(state["model"])
+    judge = judge.to(device).eval()
+    train_cfg = state["extra"]["train"]
+    kw = dict(root=train_cfg["data_root"], size=train_cfg["image_size"], channels=train_cfg["channels"])
+    train = load_dataset(train_cfg["dataset"], "train", **kw)
+    test = load_dataset(train_cfg["dataset"], "test", **kw)
+    K = judge.config.num_classes
+    print(f"judge: ViT trained on {train_cfg['dataset']} ({state['extra'].get('test_accuracy', 0):.2%} test accuracy)")
+    n = args.n
+    labels = torch.arange(n) % K                                     # class-balanced requests
+    real_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:max(n, 2000)]
+    real_feats, _ = judge_outputs(judge, train.batch(real_idx)[0], device)
+
+    rows = []
+
+    def measure(name: str, x: torch.Tensor, y: torch.Tensor, seconds: float | None, note: str = ""):
+        feats, probs = judge_outputs(judge, x, device)
+        precision, recall = precision_recall(real_feats[:n], feats, k=3)
+        row = {"model": name, "n": len(x), "FD": frechet_distance_of(real_feats, feats),
+               "precision": precision, "recall": recall, "accuracy": accuracy(probs, y),
+               "IS": inception_score(probs),
+               "CAS": classification_accuracy_score(x, y, test, judge.config, args.cas_steps, args.seed, device),
+               "images_per_s": len(x) / seconds if seconds else None,
+               "s_per_image": seconds / len(x) if seconds else None, "note": note}
+        rows.append(row)
+        speed = f"{row['images_per_s']:.1f} img/s" if seconds else "-"
+        print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {row['accuracy']:.3f}  "
+              f"IS {row['IS']:.2f}  CAS {row['CAS']:.3f}  {speed}")
+
+    # ---- the floor: real held-out images --------------------------------------------------
+    tx, ty = test.batch(torch.arange(min(n, len(test))))
+    measure("real test images (floor)", tx, ty, None)
+
+    # ---- the GAN -----------------------------------------------------------------------------
+    if args.gan:
+        G, D, _ = load_gan(load_checkpoint(args.gan, kind="gan"), device)
+        if (G.config.image_channels, G.config.image_size) != (train.shape[0], train.shape[1]):
+            raise MinigenError(f"{args.gan}: makes {G.config.image_channels}x{G.config.image_size} images, the judge's "
+                               f"data is {'x'.join(map(str, train.shape))}")
+        seed_everything(args.seed)
+        start = time.perf_counter()
+        x, _ = gan_samples(G, D, labels if G.config.num_classes else None, n,
+                           torch.Generator(device=device).manual_seed(args.seed), device, None)
+        measure("GAN", x.cpu(), labels, time.perf_counter() - start)
+
+    # ---- the diffusion model at several step counts and guidance scales ------------------
+    if args.ddpm:
+        model, diffusion, _ = load_ddpm(load_checkpoint(args.ddpm, kind="ddpm"), device)
+        Kd = model.config.num_classes
+        runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
+        guidances = [float(w) for w in args.guidance.split(",")]
+        runs += [("ddim", int(s), w) for s in args.ddim_steps.split(",") for w in guidances]
+        for sampler, steps, w in runs:
+            start = time.perf_counter()
+            x = diffusion.sample(model, (n, *train.shape), sampler=sampler, steps=steps,
+                                 generator=torch.Generator(device=device).manual_seed(args.seed), device=device,
+                                 y=labels.to(device) if Kd else None, guidance=w if Kd else 1.0,
+                                 null_label=Kd if Kd else None, progress=True)
+            measure(f"{sampler.upper()} {steps} steps, w={w:g}", x.cpu(), labels, time.perf_counter() - start)
+
+    # ---- report -------------------------------------------------------------------------------
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | images/s ↑ | s/image |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
+    lines = [header] + [
+        f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['accuracy']:.3f} "
+        f"| {r['IS']:.2f} | {r['CAS']:.3f} | " + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |"
+                                                   if r["images_per_s"] else "- | - |") for r in rows]
+    table = "\n".join(lines)
+    (out / "trilemma.md").write_text(table + "\n")
+    (out / "trilemma.json").write_text(json.dumps({"device": reason, "seed": args.seed, "rows": rows}, indent=2))
+    print("\n" + table)
+    print(f"\nwrote {out / 'trilemma.md'} and {out / 'trilemma.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

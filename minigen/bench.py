@@ -1,0 +1,286 @@
+"""How fast is minigen on this machine, against the machine's own limit?
+
+    python -m minigen.bench                 # the full table, a few minutes on a 2-core CPU
+    python -m minigen.bench --quick         # no torch.compile rows, fewer repeats
+    python -m minigen.bench --smoke         # seconds: tiny models, checks the arithmetic (tests use it)
+
+Every throughput is a median over repeated runs after warm-up, and every ratio (achieved
+FLOP/s over peak, compiled over eager) is taken within this one run, since shared machines
+are noisy. The peak is measured, not looked up: the best of square fp32 matmuls (and bf16 on
+CUDA) on this device. FLOPs are counted by torch.utils.flop_counter (a multiply-add is 2).
+
+Sections:
+    machine    device, threads, torch, measured matmul peak
+    train      training-step images/s and achieved FLOP/s for the U-Net, DCGAN and ViT,
+               eager vs compiled (with compile time), fp32 vs bf16 (CUDA), NCHW vs channels-last
+    sampling   DDPM / DDIM images/s at several step counts, and the sampler's overhead beyond
+               the network's own forward passes
+    scaling    images/s and activation memory (bytes saved for backward) against batch size
+               and image size, where attention's quadratic cost shows
+Writes the table as Markdown and JSON to --out (default runs/bench).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import dcgan, unet, vit
+from .diffusion import Diffusion
+from .schedules import make_betas
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of fn() over `repeats` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=(512, 1024, 2048), repeats: int = 5) -> float:
+    """Best FLOP/s of an n×n by n×n matmul (2n³ FLOPs) over a few sizes: this machine's practical peak."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        seconds = median_time(lambda: a @ b, device, repeats)
+        best = max(best, 2 * n**3 / seconds)
+    return best
+
+
+def train_step_flops(step) -> int:
+    """FLOPs of one training step (forward and backward), counted by the flop counter."""
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def activation_bytes(forward, parameters=()) -> int:
+    """Bytes of the tensors autograd saves for backward during one forward, not counting the
+    `parameters` themselves: the activation memory a training step needs, which is what grows
+    with batch size and image size."""
+    seen = {(p.untyped_storage().data_ptr(), p.untyped_storage().nbytes()) for p in parameters}
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in seen:
+            seen.add(key)
+            total += key[1]
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
+    return total
+
+
+def make_step(kind: str, cfg, batch: int, device, channels_last: bool, amp: bool, compile_model: bool):
+    """A closure doing one optimizer step of `kind` ("unet", "dcgan", "vit") on random data."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    if kind == "unet":
+        model = unet.UNet(cfg).to(device).to(memory_format=fmt)
+        d = Diffusion(make_betas("linear", 1000))
+        x0 = torch.randn(batch, cfg.image_channels, *cfg.image_size, generator=g).to(device, memory_format=fmt)
+        y = torch.randint(0, max(1, cfg.num_classes), (batch,), generator=g).to(device) if cfg.num_classes else None
+        net = torch.compile(model) if compile_model else model
+        kwargs = {"y": y} if y is not None else {}
+        params = list(model.parameters())
+
+        def loss_fn():
+            return d.loss(net, x0, **kwargs)
+    elif kind == "dcgan":
+        G, D = dcgan.Generator(cfg).to(device), dcgan.Discriminator(cfg).to(device)
+        real = torch.randn(batch, cfg.image_channels, cfg.image_size, cfg.image_size, generator=g).to(device)
+        z = torch.randn(batch, cfg.z_dim, generator=g).to(device)
+        netG, netD = (torch.compile(G), torch.compile(D)) if compile_model else (G, D)
+        params = list(G.parameters()) + list(D.parameters())
+
+        def loss_fn():   # both phases' losses in one backward: the same FLOPs as the two updates
+            fake = netG(z)
+            ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
+            loss_d = (F.binary_cross_entropy_with_logits(netD(real).float(), ones)
+                      + F.binary_cross_entropy_with_logits(netD(fake.detach()).float(), zeros))
+            return loss_d + F.binary_cross_entropy_with_logits(netD(fake).float(), ones)
+    else:
+        model = vit.ViT(cfg).to(device)
+        x = torch.randn(batch, cfg.image_channels, *cfg.image_size, generator=g).to(device)
+        y = torch.randint(0, cfg.num_classes, (batch,), generator=g).to(device)
+        net = torch.compile(model) if compile_model else model
+        params = list(model.parameters())
+
+        def loss_fn():
+            return F.cross_entropy(net(x).float(), y)
+    opt = torch.optim.AdamW(params, lr=1e-4)
+
+    def step():
+        with autocast():
+            loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step, loss_fn, params
+
+
+def bench_train(rows: list, kind: str, name: str, cfg, batch: int, device, peak: float, repeats: int,
+                variants: list[dict]) -> None:
+    flops = None
+    for v in variants:
+        step, _, _ = make_step(kind, cfg, batch, device, v.get("channels_last", False), v.get("amp", False),
+                               v.get("compile", False))
+        start = time.perf_counter()
+        step()                                                   # includes compilation, if any
+        _sync(device)
+        first = time.perf_counter() - start
+        if flops is None:
+            flops = train_step_flops(step)                       # the same model and batch for every variant
+        seconds = median_time(step, device, repeats, warmup=1)
+        rows.append({"section": "train", "model": name, "batch": batch, **{k: bool(v.get(k, False)) for k in ("compile", "amp", "channels_last")},
+                     "images_per_s": batch / seconds, "tflops": flops / seconds / 1e12,
+                     "fraction_of_peak": flops / seconds / peak, "first_step_s": first,
+                     "compile_s": first - seconds if v.get("compile") else None})
+
+
+def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_counts=(10, 50)) -> None:
+    """Images/s of the samplers, and the share of sampling time spent outside the network."""
+    model = unet.UNet(cfg).to(device).eval()
+    d = Diffusion(make_betas("linear", 1000))
+    shape = (batch, cfg.image_channels, *cfg.image_size)
+    x = torch.randn(shape, device=device)
+    t = torch.full((batch,), 500, device=device)
+    with torch.no_grad():
+        forward = median_time(lambda: model(x, t), device, repeats * 3)
+    for sampler in ("ddim", "ddpm"):
+        for steps in step_counts:
+            seconds = median_time(lambda: d.sample(model, shape, sampler=sampler, steps=steps, device=device,
+                                                   progress=False), device, repeats, warmup=1)
+            overhead = (seconds - steps * forward) / seconds
+            rows.append({"section": "sampling", "model": f"U-Net {cfg.image_size[0]}px", "sampler": sampler,
+                         "steps": steps, "batch": batch, "images_per_s": batch / seconds,
+                         "network_s": steps * forward, "total_s": seconds, "overhead": overhead})
+
+
+def bench_scaling(rows: list, base_cfg, device, repeats: int, batches=(8, 32), sizes=(32, 64)) -> None:
+    for size in sizes:
+        # Attention at every level's resolution down to 8 px, so the quadratic term shows.
+        cfg = unet.replace(base_cfg, image_size=(size, size), attention_resolutions=(size // 2, size // 4))
+        for batch in batches:
+            step, loss_fn, params = make_step("unet", cfg, batch, device, False, False, False)
+            memory = activation_bytes(loss_fn, params)
+            seconds = median_time(step, device, repeats, warmup=1)
+            rows.append({"section": "scaling", "model": f"U-Net {size}px", "batch": batch,
+                         "images_per_s": batch / seconds, "activation_MiB": memory / 2**20,
+                         "activation_MiB_per_image": memory / 2**20 / batch})
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    out = [f"Device: {m['device']}, {m['threads']} threads, torch {m['torch']}. Measured matmul peak: "
+           f"fp32 {m['peak_fp32_tflops']:.3f} TFLOP/s" + (f", bf16 {m['peak_bf16_tflops']:.3f} TFLOP/s" if m.get("peak_bf16_tflops") else "") + ".", ""]
+    train = [r for r in report["rows"] if r["section"] == "train"]
+    if train:
+        out += ["| model | batch | compile | bf16 | channels-last | images/s | achieved TFLOP/s | of peak | compile s |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | {'yes' if r['amp'] else 'no'} | "
+                f"{'yes' if r['channels_last'] else 'no'} | {r['images_per_s']:.1f} | {r['tflops']:.4f} | "
+                f"{r['fraction_of_peak']:.0%} | {r['compile_s']:.0f} |" if r["compile_s"] is not None else
+                f"| {r['model']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | {'yes' if r['amp'] else 'no'} | "
+                f"{'yes' if r['channels_last'] else 'no'} | {r['images_per_s']:.1f} | {r['tflops']:.4f} | "
+                f"{r['fraction_of_peak']:.0%} | - |" for r in train]
+        out.append("")
+    sampling = [r for r in report["rows"] if r["section"] == "sampling"]
+    if sampling:
+        out += ["| sampler | steps | batch | images/s | network time s | total s | overhead beyond the network |",
+                "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['sampler']} ({r['model']}) | {r['steps']} | {r['batch']} | {r['images_per_s']:.2f} | "
+                f"{r['network_s']:.3f} | {r['total_s']:.3f} | {r['overhead']:.1%} |" for r in sampling]
+        out.append("")
+    scaling = [r for r in report["rows"] if r["section"] == "scaling"]
+    if scaling:
+        out += ["| model | batch | images/s | activation MiB | MiB per image |", "|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['batch']} | {r['images_per_s']:.1f} | {r['activation_MiB']:.1f} | "
+                f"{r['activation_MiB_per_image']:.2f} |" for r in scaling]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minigen.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny models and few repeats: seconds, for tests")
+    parser.add_argument("--quick", action="store_true", help="skip the torch.compile rows and use fewer repeats")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json (default: runs/bench)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    repeats = 2 if args.smoke else (3 if args.quick else 5)
+    torch.manual_seed(0)
+
+    peak = matmul_peak(device, torch.float32, sizes=(256,) if args.smoke else (512, 1024, 2048), repeats=repeats)
+    machine = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)",
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "peak_fp32_tflops": peak / 1e12}
+    peak_bf16 = None
+    if cuda:
+        peak_bf16 = matmul_peak(device, torch.bfloat16, sizes=(2048, 4096, 8192), repeats=repeats)
+        machine["peak_bf16_tflops"] = peak_bf16 / 1e12
+    print(f"machine: {machine}", flush=True)
+
+    rows: list = []
+    compile_rows = not (args.smoke or args.quick)
+    base = [{}, {"channels_last": True}] + ([{"compile": True}, {"compile": True, "channels_last": True}] if compile_rows else [])
+    if cuda:
+        base += [{"amp": True, "channels_last": True}] + ([{"amp": True, "channels_last": True, "compile": True}] if compile_rows else [])
+    if args.smoke:
+        models = [("unet", "U-Net tiny", unet.preset("tiny", num_classes=10), 4),
+                  ("dcgan", "DCGAN tiny", dcgan.preset("tiny"), 8), ("vit", "ViT tiny", vit.preset("tiny"), 8)]
+    else:
+        models = [("unet", "U-Net cpu (28px)", unet.preset("cpu", num_classes=10), 64),
+                  ("unet", "U-Net cifar (32px)", unet.preset("cifar", num_classes=10), 128 if cuda else 8),
+                  ("dcgan", "DCGAN cpu (28px)", dcgan.preset("cpu"), 64), ("vit", "ViT cpu (28px)", vit.preset("cpu"), 128)]
+    for kind, name, cfg, batch in models:
+        variants = base if kind == "unet" else [v for v in base if not v.get("channels_last") or v.get("amp")]
+        if name.startswith("U-Net cifar") and not cuda:
+            variants = [{}, {"channels_last": True}]             # the GPU preset, eager only on a CPU
+        bench_train(rows, kind, name, cfg, batch, device, peak, repeats, variants)
+        for r in rows[-len(variants):]:
+            print(f"train  {name:20s} compile={r['compile']!s:5} amp={r['amp']!s:5} cl={r['channels_last']!s:5} "
+                  f"{r['images_per_s']:8.1f} img/s  {r['fraction_of_peak']:.0%} of fp32 peak", flush=True)
+    sample_cfg = unet.preset("tiny") if args.smoke else unet.preset("cpu")
+    bench_sampling(rows, sample_cfg, 4 if args.smoke else 16, device, repeats, (2, 4) if args.smoke else (10, 50))
+    scale_cfg = unet.preset("tiny", channel_mults=(1, 2, 2)) if args.smoke else unet.preset("cpu", channel_mults=(1, 2, 2))
+    bench_scaling(rows, scale_cfg, device, repeats, batches=(2, 4) if args.smoke else (8, 32),
+                  sizes=(16, 32) if args.smoke else (32, 64))
+
+    report = {"machine": machine, "rows": rows, "command": "python -m minigen.bench" + (" --smoke" if args.smoke else " --quick" if args.quick else "")}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(report)
+    (out / "bench.md").write_text(table + "\n")
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    print("\n" + table + f"\n\nwrote {out / 'bench.md'} and {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

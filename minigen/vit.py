@@ -1,0 +1,153 @@
+"""A tiny Vision Transformer: image classification, and minigen's judge of generated images.
+
+Papers:
+    Dosovitskiy et al. 2020, An Image is Worth 16x16 Words, arXiv:2010.11929 (the ViT: patches as
+        tokens, a learnable [CLS] token, position embeddings, Transformer encoder, head on [CLS])
+    Vaswani et al. 2017, Attention Is All You Need, arXiv:1706.03762 (multi-head self-attention)
+    Xiong et al. 2020, On Layer Normalization in the Transformer, arXiv:2002.04745 (pre-norm blocks)
+    Beyer, Zhai & Kolesnikov 2022, Better plain ViT baselines, arXiv:2205.01580 (2-D sin-cos positions)
+
+Shapes for the `cpu` preset on 28x28 digits: 49 patches of 4x4 pixels, each a 16-vector,
+projected to 96 dimensions; with [CLS], 50 tokens go through 4 pre-norm blocks; the head reads
+[CLS]. The judge's features (for Fréchet distance, precision and recall) are the final
+LayerNorm's [CLS] output, the penultimate layer.
+
+Left out: dropout paths, stochastic depth, distillation tokens, and patch sizes that do not
+divide the image.
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ViTConfig:
+    image_channels: int = 1
+    image_size: tuple[int, int] = (28, 28)
+    patch_size: int = 4                # P: the image is cut into (H/P)·(W/P) non-overlapping P×P patches
+    dim: int = 96                      # token width D
+    depth: int = 4                     # Transformer blocks
+    heads: int = 4
+    mlp_ratio: int = 2                 # hidden width of each block's MLP = mlp_ratio · D
+    num_classes: int = 10
+    dropout: float = 0.0
+    pos_embedding: str = "learned"     # "learned" or "sincos" (fixed 2-D sin-cos)
+
+
+PRESETS = {
+    "tiny": ViTConfig(dim=32, depth=1, heads=2, patch_size=7),
+    "cpu": ViTConfig(),
+    "small": ViTConfig(dim=192, depth=6, heads=6, mlp_ratio=4),
+}
+
+
+def preset(name: str, **overrides) -> ViTConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown ViT preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D position embedding (Beyer et al. 2022): a quarter of the channels each for
+    sin(y·ω), cos(y·ω), sin(x·ω), cos(x·ω), ω_i = 10000^(−i/(dim/4)). Returns (h·w, dim)."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs dim divisible by 4, not {dim}")
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    y, x = y.flatten()[:, None] * omega[None], x.flatten()[:, None] * omega[None]   # (h·w, dim/4)
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1)
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + MSA(LN(x)), then x + MLP(LN(x))   (Dosovitskiy et al. Eqs. 2-3)."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+
+    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, N, D = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, heads, d)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)                                   # 3 × (B, heads, N, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = self.qkv_heads(x)
+        h = F.scaled_dot_product_attention(q, k, v)               # softmax(QKᵀ/√d)·V, (B, heads, N, d)
+        x = x + self.proj(h.transpose(1, 2).reshape(B, N, D))     # (B, heads, N, d) -> (B, N, D)
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """model(x) -> class logits (B, K); model.features(x) -> the [CLS] features (B, D)."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        c = self.config = config
+        H, W = c.image_size
+        if H % c.patch_size or W % c.patch_size:
+            raise ValueError(f"patch size {c.patch_size} does not divide the image size {H}x{W}")
+        self.grid = (H // c.patch_size, W // c.patch_size)
+        patch_dim = c.image_channels * c.patch_size**2
+        self.patch_embed = nn.Linear(patch_dim, c.dim)            # E in Eq. 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))   # x_class
+        n = self.grid[0] * self.grid[1]
+        if c.pos_embedding == "learned":
+            self.pos = nn.Parameter(torch.randn(1, n + 1, c.dim) * 0.02)  # E_pos
+        elif c.pos_embedding == "sincos":
+            self.register_buffer("pos", torch.cat([torch.zeros(1, c.dim), sincos_2d(*self.grid, c.dim)])[None])
+        else:
+            raise ValueError(f"pos_embedding must be 'learned' or 'sincos', not {c.pos_embedding!r}")
+        self.blocks = nn.ModuleList([Block(c.dim, c.heads, c.mlp_ratio * c.dim, c.dropout) for _ in range(c.depth)])
+        self.norm = nn.LayerNorm(c.dim)
+        self.head = nn.Linear(c.dim, c.num_classes)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, P·P·C), patches in row-major order."""
+        B, C, H, W = x.shape
+        P = self.config.patch_size
+        x = x.reshape(B, C, H // P, P, W // P, P)                 # (B, C, H/P, P, W/P, P)
+        x = x.permute(0, 2, 4, 3, 5, 1)                           # (B, H/P, W/P, P, P, C)
+        return x.reshape(B, (H // P) * (W // P), P * P * C)       # (B, N, P·P·C)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """z_0 = [x_class; x_p¹E; ...; x_pᴺE] + E_pos   (Dosovitskiy et al. Eq. 1): (B, N + 1, D)."""
+        if x.shape[1:] != (self.config.image_channels, *self.config.image_size):
+            raise ValueError(f"this ViT takes images of shape {(self.config.image_channels, *self.config.image_size)}, "
+                             f"got {tuple(x.shape[1:])}")
+        patches = self.patch_embed(self.patchify(x))              # (B, N, D)
+        cls = self.cls_token.expand(len(x), -1, -1)               # (B, 1, D)
+        return torch.cat([cls, patches], dim=1) + self.pos
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """y = LN(z_L⁰), the [CLS] token after the last block   (Eq. 4): (B, D)."""
+        z = self.tokens(x)
+        for block in self.blocks:
+            z = block(z)
+        return self.norm(z[:, 0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """How much [CLS] attends to each patch in every layer, averaged over heads, written out
+        as softmax(QKᵀ/√d) (for pictures; the forward pass uses the fused kernel).
+        Returns (depth, B, H/P, W/P)."""
+        z, maps = self.tokens(x), []
+        for block in self.blocks:
+            q, k, _ = block.qkv_heads(z)
+            weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, heads, N+1, N+1)
+            maps.append(weights[:, :, 0, 1:].mean(1).reshape(len(x), *self.grid))            # [CLS] row, patches only
+            z = block(z)
+        return torch.stack(maps)

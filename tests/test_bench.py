@@ -1,0 +1,53 @@
+"""The benchmark's arithmetic (not its speed): FLOP counts, activation bytes, ratios, and a smoke run."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from minigen import bench
+
+
+def test_train_step_flops_of_a_linear_layer():
+    """y = x·Wᵀ with x (B, a), W (b, a): forward 2·B·a·b; backward computes ∂x and ∂W, 2·B·a·b each."""
+    B, a, b = 16, 32, 8
+    layer = nn.Linear(a, b, bias=False)
+    x = torch.randn(B, a, requires_grad=True)
+    flops = bench.train_step_flops(lambda: layer(x).sum().backward())
+    assert flops == 3 * 2 * B * a * b
+
+
+def test_activation_bytes_counts_what_autograd_saves():
+    """Linear saves its input (B·a floats) for ∂W; ReLU saves its output (B·b floats). With an
+    input that needs a gradient, Linear also saves W (for ∂x), which is a parameter, not counted."""
+    B, a, b = 4, 10, 6
+    net = nn.Sequential(nn.Linear(a, b), nn.ReLU())
+    x = torch.randn(B, a)
+    assert bench.activation_bytes(lambda: net(x), net.parameters()) == 4 * (B * a + B * b)
+    x.requires_grad_(True)
+    assert bench.activation_bytes(lambda: net(x), net.parameters()) == 4 * (B * a + B * b)
+    assert bench.activation_bytes(lambda: net(x)) == 4 * (B * a + B * b + a * b)
+
+
+def test_smoke_run_writes_consistent_ratios(tmp_path):
+    assert bench.main(["--smoke", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    peak = report["machine"]["peak_fp32_tflops"]
+    assert peak > 0
+    rows = report["rows"]
+    assert {r["section"] for r in rows} == {"train", "sampling", "scaling"}
+    for r in rows:
+        if r["section"] == "train":
+            assert r["fraction_of_peak"] == pytest.approx(r["tflops"] / peak)
+            assert r["images_per_s"] > 0
+        if r["section"] == "sampling":
+            assert r["overhead"] == pytest.approx((r["total_s"] - r["network_s"]) / r["total_s"])
+            assert r["images_per_s"] == pytest.approx(r["batch"] / r["total_s"])
+        if r["section"] == "scaling":
+            assert r["activation_MiB_per_image"] == pytest.approx(r["activation_MiB"] / r["batch"])
+    # Activation memory grows with batch and, faster than linearly in pixels, with image size.
+    scaling = {(r["model"], r["batch"]): r["activation_MiB"] for r in rows if r["section"] == "scaling"}
+    assert scaling[("U-Net 16px", 4)] > scaling[("U-Net 16px", 2)]
+    assert scaling[("U-Net 32px", 2)] > 3 * scaling[("U-Net 16px", 2)]
+    assert "| model | batch | compile |" in (tmp_path / "bench.md").read_text()

@@ -1,0 +1,45 @@
+"""train_vit.py and evaluate.py end to end on tiny checkpoints."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from minigen.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args):
+    r = subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_train_vit_then_evaluate_the_trilemma(tmp_path):
+    r = run("train_vit.py", "--preset", "tiny", "--steps", "20", "--batch-size", "32", "--eval-every", "10",
+            "--out", str(tmp_path / "vit"))
+    assert "test accuracy" in r.stdout
+    state = load_checkpoint(tmp_path / "vit" / "last.pt", kind="vit")
+    assert 0 <= state["extra"]["test_accuracy"] <= 1
+    attention = Image.open(tmp_path / "vit" / "attention.png")
+    assert attention.width > 8 * 28
+    run("train_gan.py", "--preset", "tiny", "--steps", "3", "--batch-size", "8", "--sample-every", "0",
+        "--out", str(tmp_path / "gan"))
+    run("train_ddpm.py", "--preset", "tiny", "--steps", "3", "--batch-size", "8", "--sample-every", "0",
+        "--sample-steps", "2", "--out", str(tmp_path / "ddpm"))
+    r = run("evaluate.py", "--judge", str(tmp_path / "vit" / "last.pt"), "--gan", str(tmp_path / "gan" / "last.pt"),
+            "--ddpm", str(tmp_path / "ddpm" / "last.pt"), "-n", "20", "--ddpm-steps", "3", "--ddim-steps", "2",
+            "--guidance", "1,2", "--cas-steps", "3", "--out", str(tmp_path / "eval"))
+    report = json.loads((tmp_path / "eval" / "trilemma.json").read_text())
+    names = [row["model"] for row in report["rows"]]
+    assert names == ["real test images (floor)", "GAN", "DDPM 3 steps, w=3", "DDIM 2 steps, w=1", "DDIM 2 steps, w=2"]
+    for row in report["rows"]:
+        assert row["FD"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+        assert 1 <= row["IS"] <= 10 + 1e-6 and 0 <= row["CAS"] <= 1
+    assert report["rows"][1]["images_per_s"] > 0
+    table = (tmp_path / "eval" / "trilemma.md").read_text()
+    assert table.count("\n") == 2 + len(names) and "| GAN | 20 |" in table

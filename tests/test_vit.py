@@ -1,0 +1,57 @@
+"""The tiny ViT: patches, position embeddings, attention maps, and that it learns."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minigen.vit import ViT, preset, sincos_2d
+
+
+def test_patchify_cuts_row_major_patches():
+    """Patch n = (row r, column c) holds pixels [rP:(r+1)P, cP:(c+1)P], flattened (y, x, channel)."""
+    model = ViT(preset("tiny", image_channels=3, image_size=(14, 21), patch_size=7))
+    x = torch.randn(2, 3, 14, 21)
+    patches = model.patchify(x)
+    assert patches.shape == (2, 6, 7 * 7 * 3)
+    r, c = 1, 2                                                  # patch index 1·3 + 2 = 5
+    expected = x[1, :, 7:14, 14:21].permute(1, 2, 0).reshape(-1)
+    assert torch.equal(patches[1, 5], expected)
+
+
+def test_sincos_position_embedding_values():
+    """dim 8: ω = (1, 10000^(−1/2)) = (1, 0.01); position (y=1, x=2) -> sin y, sin .01y, cos y, cos .01y, sin x, ..."""
+    pe = sincos_2d(3, 4, 8)
+    assert pe.shape == (12, 8)
+    y, x = 1, 2
+    expected = [math.sin(y), math.sin(0.01 * y), math.cos(y), math.cos(0.01 * y),
+                math.sin(x), math.sin(0.01 * x), math.cos(x), math.cos(0.01 * x)]
+    assert pe[y * 4 + x].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("pos", ["learned", "sincos"])
+def test_shapes_features_and_attention_maps(pos):
+    cfg = preset("tiny", image_channels=3, image_size=(32, 32), patch_size=4, depth=2, pos_embedding=pos, num_classes=7)
+    model = ViT(cfg)
+    x = torch.randn(5, 3, 32, 32)
+    assert model(x).shape == (5, 7) and model.features(x).shape == (5, cfg.dim)
+    maps = model.attention_maps(x)
+    assert maps.shape == (2, 5, 8, 8)
+    # Each map is [CLS]'s attention to the patches: positive, summing to at most 1 ([CLS] takes the rest).
+    assert (maps > 0).all() and (maps.sum(dim=(2, 3)) <= 1 + 1e-5).all()
+    with pytest.raises(ValueError, match="does not divide"):
+        ViT(preset("tiny", patch_size=5))
+
+
+def test_a_tiny_vit_overfits_a_small_batch():
+    torch.manual_seed(0)
+    model = ViT(preset("tiny", patch_size=4, depth=2))
+    x, y = torch.randn(32, 1, 28, 28), torch.arange(32) % 10
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (model(x).argmax(1) == y).float().mean() == 1.0 and loss.item() < 0.1
