@@ -8,6 +8,13 @@
     python sample.py --ckpt runs/gan/last.pt --min-d-prob 0.7       # GAN samples D scores as real
     python sample.py --ckpt runs/gan/last.pt --interpolate 10       # a walk between two latents (also DDIM)
 
+Editing with a diffusion checkpoint (minigen/editing.py), each written as a side-by-side picture:
+    python sample.py --ckpt runs/ddpm/last.pt --inpaint digit.png --mask-box 0,14,28,28   # RePaint
+    python sample.py --ckpt runs/ddpm/last.pt --inpaint digit.png --mask mask.png         # white = regenerate
+    python sample.py --ckpt runs/ddpm/last.pt --init digit.png --strength 0.6 --class 3  # SDEdit
+    python sample.py --ckpt runs/ddpm/last.pt --invert digit.png --class 5               # DDIM inversion, edit
+    python sample.py --ckpt runs/shapes/last.pt --color-target 1,0,0 --color-scale 20     # guidance by a loss
+
 Same --seed, same images. A missing, corrupt, code-carrying or wrong-kind checkpoint is
 reported in one line, with exit status 2.
 """
@@ -17,18 +24,25 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from minigen.checkpoint import load_checkpoint
 from minigen.cli import run
 from minigen.dcgan import DCGANConfig, Discriminator, Generator
 from minigen.diffusion import SPACINGS, Diffusion
 from minigen.errors import CheckpointError, MinigenError
+from minigen.data import to_float
+from minigen.data.readers import _resize_center_crop
+from minigen.editing import colour_loss, inpaint, sdedit
 from minigen.images import save_gif, save_grid, save_strip
 from minigen.latent import slerp
+from minigen.metrics import psnr, ssim
 from minigen.runtime import pick_device
 from minigen.schedules import make_betas
 from minigen.unet import UNet, UNetConfig
+from minigen.vit import ViT, ViTConfig
 
 KINDS = ("ddpm", "gan")
 
@@ -61,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", type=int, default=None, metavar="N",
                    help="also write OUT_interp.png and .gif: N steps of a spherical walk between two latents "
                         "(GAN z, or DDIM x_T with eta 0)")
+    e = p.add_argument_group("editing (diffusion checkpoints)")
+    e.add_argument("--inpaint", metavar="IMAGE", help="regenerate the masked part of IMAGE (RePaint)")
+    e.add_argument("--mask", metavar="MASK", help="grayscale mask of IMAGE's size: white = regenerate")
+    e.add_argument("--mask-box", metavar="x0,y0,x1,y1", help="regenerate this box (pixels of the model's size)")
+    e.add_argument("--jump-length", type=int, default=10, help="RePaint: steps per resampling block (default: 10)")
+    e.add_argument("--resample", type=int, default=5, help="RePaint: times each block is denoised (default: 5)")
+    e.add_argument("--init", metavar="IMAGE", help="image-to-image (SDEdit): start from IMAGE noised to --strength")
+    e.add_argument("--strength", type=float, default=0.6, help="SDEdit noise level in (0, 1] (default: 0.6)")
+    e.add_argument("--invert", metavar="IMAGE", help="DDIM-invert IMAGE to x_T, reconstruct it (PSNR, SSIM) "
+                                                     "and re-sample the same x_T with --class")
+    e.add_argument("--classifier", metavar="CKPT", help="classifier guidance by a ViT trained with "
+                                                        "train_vit.py --noisy (Dhariwal & Nichol 2021)")
+    e.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance scale s (default: 1)")
+    e.add_argument("--color-target", metavar="R,G,B", help="guide samples towards this colour (values in [0, 1])")
+    e.add_argument("--color-scale", type=float, default=20.0, help="strength of the colour guidance (default: 20)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (the per-step call, not the loop)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -122,6 +151,111 @@ def gan_samples(G, D, labels, n, generator, device, min_d_prob):
     return x, drawn
 
 
+def load_image(path: str, channels: int, size: tuple[int, int], what: str = "image") -> torch.Tensor:
+    """An image file as a (1, C, H, W) tensor in [-1, 1] at the model's size; its channel count
+    must be the model's (1: grayscale, 3: RGB)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except FileNotFoundError:
+        raise MinigenError(f"{path}: no such {what} file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise MinigenError(f"{path}: not a readable image ({type(e).__name__})") from None
+    has = len(img.getbands()) - ("A" in img.getbands())
+    if has != channels:
+        kind = {1: "grayscale", 3: "RGB"}
+        name = kind.get(has, f"{has}-channel")
+        raise MinigenError(f"{path}: {'an' if name[0] in 'AEIOUR' else 'a'} {name} image, but the model makes "
+                           f"{kind.get(channels, channels)} images; convert it first")
+    img = _resize_center_crop(img.convert("L" if channels == 1 else "RGB"), *size)
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+    arr = arr[None] if channels == 1 else arr.permute(2, 0, 1)              # (H, W, C) -> (C, H, W)
+    return to_float(arr)[None]
+
+
+def load_mask(args, image_path: str, size: tuple[int, int]) -> torch.Tensor:
+    """keep (1, 1, H, W): 1 where the image is kept, 0 where it is regenerated."""
+    H, W = size
+    if args.mask_box:
+        try:
+            x0, y0, x1, y1 = (int(v) for v in args.mask_box.split(","))
+        except ValueError:
+            raise MinigenError(f"--mask-box {args.mask_box}: give four integers x0,y0,x1,y1") from None
+        if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+            raise MinigenError(f"--mask-box {args.mask_box}: must lie inside the {W}x{H} image with x0 < x1, y0 < y1")
+        keep = torch.ones(1, 1, H, W)
+        keep[..., y0:y1, x0:x1] = 0
+        return keep
+    if not args.mask:
+        raise MinigenError("--inpaint needs --mask MASK or --mask-box x0,y0,x1,y1")
+    try:
+        with Image.open(args.mask) as mask, Image.open(image_path) as image:
+            mask.load()
+            image_size = image.size
+    except FileNotFoundError as e:
+        raise MinigenError(f"{e.filename}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise MinigenError(f"{args.mask}: not a readable image ({type(e).__name__})") from None
+    if mask.mode not in ("L", "1"):
+        raise MinigenError(f"{args.mask}: a {mask.mode} image; the mask must be grayscale (white = regenerate)")
+    if mask.size != image_size:
+        raise MinigenError(f"{args.mask}: {mask.size[0]}x{mask.size[1]}, but the image is "
+                           f"{image_size[0]}x{image_size[1]}; the mask must have the image's size")
+    mask = _resize_center_crop(mask.convert("L"), H, W)
+    return (torch.from_numpy(np.asarray(mask, dtype=np.float32).copy()) < 128).float()[None, None]
+
+
+def edit(args, model, diffusion: Diffusion, classes, device, generator) -> int:
+    """Inpainting, SDEdit, DDIM inversion: one side-by-side picture each."""
+    C, (H, W), K = model.config.image_channels, model.config.image_size, model.config.num_classes
+    out = Path(args.out)
+    n = args.n or 4
+    if args.class_ is None and K and (args.init or args.inpaint):
+        raise MinigenError("this model is class-conditional: say which class to draw with --class K")
+    labels = torch.full((n,), args.class_, device=device) if K else None
+    common = dict(y=labels, guidance=args.guidance if K else 1.0, null_label=K if K else None)
+    start = time.perf_counter()
+    if args.inpaint:
+        image = load_image(args.inpaint, C, (H, W)).to(device)
+        keep = load_mask(args, args.inpaint, (H, W)).to(device)
+        x0 = image.expand(n, -1, -1, -1)
+        result = inpaint(diffusion, model, x0, keep, steps=args.steps or 100, jump_length=args.jump_length,
+                         resample=args.resample, generator=generator, progress=not args.no_progress, **common)
+        shown = image * keep + (1 - keep) * -1                              # the known part only
+        panels = torch.cat([image, (1 - keep) * 2 - 1, shown, result])     # mask shown white = regenerated
+        captions = ["input", "mask", "kept"] + [f"result {i + 1}" for i in range(n)]
+        what = f"inpainting (RePaint, {args.steps or 100} steps, jump {args.jump_length}, resample {args.resample})"
+    elif args.init:
+        if not 0 < args.strength <= 1:
+            raise MinigenError(f"--strength {args.strength}: must be in (0, 1]")
+        image = load_image(args.init, C, (H, W)).to(device)
+        result = sdedit(diffusion, model, image.expand(n, -1, -1, -1), args.strength, steps=args.steps or 50,
+                        generator=generator, progress=not args.no_progress, **common)
+        panels, captions = torch.cat([image, result]), ["input"] + [f"s={args.strength}"] * n
+        what = f"SDEdit at strength {args.strength}"
+    else:
+        image = load_image(args.invert, C, (H, W)).to(device)
+        steps = args.steps or 50
+        source = None
+        if K:   # the image's class is not given: invert with the unconditional model (the null label)
+            source = torch.full((1,), K, device=device)
+        x_T = diffusion.ddim_invert(model, image, steps=steps, y=source, refine=3, progress=not args.no_progress)
+        back = diffusion.sample(model, image.shape, steps=steps, x_T=x_T, y=source, clip_x0=False,
+                                progress=False, device=device)
+        print(f"DDIM inversion, {steps} steps: reconstruction PSNR {psnr(back, image):.2f} dB, "
+              f"SSIM {ssim(back, image):.4f}")
+        panels, captions = torch.cat([image, x_T.clamp(-1, 1), back]), ["input", "x_T", "reconstructed"]
+        if K and args.class_ is not None:
+            edited = diffusion.sample(model, image.shape, steps=steps, x_T=x_T, y=labels[:1],
+                                      guidance=args.guidance, null_label=K, progress=False, device=device)
+            panels, captions = torch.cat([panels, edited]), captions + [f"as {classes[args.class_] if classes else args.class_}"]
+        what = "DDIM inversion"
+    seconds = time.perf_counter() - start
+    path = save_grid(panels, out, nrow=len(panels), captions=captions, scale=max(1, 96 // max(H, W)))
+    print(f"wrote {path}: {what}, {seconds:.1f}s")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, reason = pick_device(args.device)
@@ -141,10 +275,18 @@ def main(argv=None) -> int:
         print(f"model: DDPM at step {state['step']}, {C}x{H}x{W}, {len(classes) if K else 'no'} classes, "
               f"prediction {diffusion.prediction}, T = {diffusion.T}")
 
-    # ---- labels: a row per class, or one class -------------------------------------------
+    editing = [flag for flag in ("inpaint", "init", "invert") if getattr(args, flag)]
+    if len(editing) > 1:
+        raise MinigenError(f"--{editing[0]} and --{editing[1]}: one edit at a time")
+    if editing and state["kind"] != "ddpm":
+        raise MinigenError(f"--{editing[0]} needs a diffusion checkpoint; {args.ckpt} is a {state['kind']!r} one")
     for name, value in (("--class", args.class_), ("--negative-class", args.negative_class)):
         if value is not None and not (0 <= value < K):
             raise MinigenError(f"{name} {value}: this model has " + (f"classes 0..{K - 1}" if K else "no classes"))
+    if editing:
+        return edit(args, model, diffusion, classes, device, torch.Generator(device=device).manual_seed(args.seed))
+
+    # ---- labels: a row per class, or one class -------------------------------------------
     if K and args.class_ is None:
         n = args.n or 10 * K
         labels = torch.arange(n) * K // n                     # rows of equal length, class by class
@@ -185,8 +327,29 @@ def main(argv=None) -> int:
                                     y=y.to(device) if y is not None else None,
                                     guidance=args.guidance if K else 1.0, null_label=K if K else None,
                                     negative_y=negative, device=device, return_intermediates=intermediates,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress, loss_fn=colour, loss_scale=args.color_scale,
+                                    classifier=classifier, classifier_scale=args.classifier_scale)
 
+        colour = None
+        if args.color_target:
+            try:
+                rgb = [float(v) for v in args.color_target.split(",")]
+            except ValueError:
+                raise MinigenError(f"--color-target {args.color_target}: give numbers in [0, 1], e.g. 1,0,0") from None
+            if len(rgb) != C or not all(0 <= v <= 1 for v in rgb):
+                raise MinigenError(f"--color-target {args.color_target}: give {C} value(s) in [0, 1] for this model")
+            colour = colour_loss([2 * v - 1 for v in rgb])
+        classifier = None
+        if args.classifier:
+            if labels is None:
+                raise MinigenError("--classifier steers towards a class: this model has no classes")
+            vstate = load_checkpoint(args.classifier, kind="vit")
+            classifier = ViT(ViTConfig(**vstate["config"]))
+            classifier.load_state_dict(vstate["model"])
+            classifier = classifier.to(device).eval()
+            if not vstate["extra"]["train"].get("noisy"):
+                print(f"note: {args.classifier} was trained on clean images; classifier guidance needs one "
+                      "trained with train_vit.py --noisy")
         result = ddpm_sample((n, C, H, W), labels, intermediates=want_frames)
         x, inter = result if want_frames else (result, None)
         method = f"{args.sampler} {steps} steps"

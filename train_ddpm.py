@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
-from minigen.cli import add_config_args, config_from_args, resumed_config, run
+from minigen.cli import DATA_HELP, add_config_args, config_from_args, resumed_config, run
 from minigen.data import batch_indices, load_dataset
 from minigen.diffusion import Diffusion
 from minigen.ema import EMA
@@ -36,7 +36,7 @@ from minigen.errors import MinigenError
 from minigen.images import save_grid, save_strip
 from minigen.lr import warmup_cosine
 from minigen.runlog import MetricsLog
-from minigen.runtime import GracefulStop, count_flops, pick_device, seed_everything
+from minigen.runtime import GracefulStop, count_flops, pick_device, resident_memory_mib, seed_everything
 from minigen.schedules import make_betas
 from minigen.unet import PRESETS, UNet, count_parameters, preset
 
@@ -78,12 +78,7 @@ class TrainConfig:
 
 
 HELP = {
-    "dataset": "glyphs | shapes | mnist | fashion | cifar10 | folder:PATH",
-    "image_size": "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)",
-    "channels": "convert images to 1 (grayscale) or 3 (RGB) channels",
-    "data_root": "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
-    "download": "download mnist / fashion / cifar10 into --data-root if missing",
-    "flip": "random horizontal flips (not for digits!)",
+    **DATA_HELP,
     "preset": f"U-Net size: {' | '.join(PRESETS)}",
     "steps": "total optimizer steps of the run (a resumed run stops at the same step)",
     "batch_size": "images per step (per process under torchrun)",
@@ -271,7 +266,8 @@ def main(argv=None) -> int:
                     tick, seen = now, 0
                     lr = scheduler.get_last_lr()[0]
                     bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.0f}")
-                    log.write(step, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(), images_per_s=images_per_s)
+                    log.write(step, loss=loss.item(), lr=lr, grad_norm=grad_norm.item(), images_per_s=images_per_s,
+                              rss_mib=round(resident_memory_mib(), 1))
                 bar.update(1)
                 if main_process and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
                     sample_previews(ema.model, diffusion, fixed_noise, fixed_labels, cfg, null_label, data.classes, out_dir, step)

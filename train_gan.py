@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
-from minigen.cli import add_config_args, config_from_args, resumed_config, run
+from minigen.cli import DATA_HELP, add_config_args, config_from_args, resumed_config, run
 from minigen.data import batch_indices, load_dataset
-from minigen.dcgan import PRESETS, SIZES, Discriminator, Generator, preset
+from minigen.dcgan import PRESETS, SIZES, Discriminator, Generator, discriminator_targets, preset
 from minigen.diffaug import diff_augment
 from minigen.ema import EMA
 from minigen.errors import MinigenError
@@ -81,12 +81,8 @@ class GANTrainConfig:
 
 
 HELP = {
-    "dataset": "glyphs | shapes | mnist | fashion | cifar10 | folder:PATH",
+    **DATA_HELP,
     "image_size": f"resize images to SIZE x SIZE, one of {SIZES} (required for folder:PATH)",
-    "channels": "convert images to 1 (grayscale) or 3 (RGB) channels",
-    "data_root": "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
-    "download": "download mnist / fashion / cifar10 into --data-root if missing",
-    "flip": "random horizontal flips of the real images (not for digits!)",
     "preset": f"network size: {' | '.join(PRESETS)}",
     "steps": "total steps (one D update and one G update each) of the run",
     "batch_size": "real images per step",
@@ -219,10 +215,7 @@ def main(argv=None) -> int:
 
                 # (1) Update D: maximise log D(x) + log(1 − D(G(z))), i.e. minimise
                 #     BCE(D(x), real_label) + BCE(D(G(z)), 0), with a few targets swapped.
-                target_real = torch.full((B,), cfg.real_label, device=device)
-                target_fake = torch.zeros(B, device=device)
-                swap = torch.rand(B, device=device) < cfg.flip_prob
-                target_real, target_fake = torch.where(swap, target_fake, target_real), torch.where(swap, target_real, target_fake)
+                target_real, target_fake = discriminator_targets(B, cfg.real_label, cfg.flip_prob, device)
                 with autocast():
                     fake = net_g(z, fake_labels)
                     logits_real = net_d(diff_augment(real, cfg.diffaug), labels)

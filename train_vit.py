@@ -3,6 +3,7 @@
     python train_vit.py                                   # built-in glyphs, ~8 min on 2 CPU cores
     python train_vit.py --dataset mnist --download        # real MNIST
     python train_vit.py --dataset cifar10 --preset small --steps 20000 --flip
+    python train_vit.py --noisy --out runs/vit-noisy       # a noise-aware classifier for classifier guidance
 
 evaluate.py uses the trained ViT to judge generated images: its accuracy on class-conditional
 samples, and its penultimate features for Fréchet distance and precision/recall.
@@ -24,14 +25,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minigen.checkpoint import save_checkpoint
-from minigen.cli import add_config_args, config_from_args, run
+from minigen.cli import DATA_HELP, add_config_args, config_from_args, run
 from minigen.data import batch_indices, load_dataset
 from minigen.diffaug import translation
+from minigen.diffusion import Diffusion
 from minigen.errors import MinigenError
 from minigen.images import save_grid
 from minigen.lr import warmup_cosine
 from minigen.runlog import MetricsLog
 from minigen.runtime import GracefulStop, count_flops, pick_device, seed_everything
+from minigen.schedules import make_betas
 from minigen.unet import count_parameters
 from minigen.vit import PRESETS, ViT, preset
 
@@ -52,6 +55,9 @@ class ViTTrainConfig:
     warmup: int = 200
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
+    noisy: bool = False
+    noise_schedule: str = "linear"
+    noise_T: int = 1000
     seed: int = 0
     out: str = "runs/vit"
     device: str | None = None
@@ -60,12 +66,7 @@ class ViTTrainConfig:
 
 
 HELP = {
-    "dataset": "glyphs | shapes | mnist | fashion | cifar10 | folder:PATH",
-    "image_size": "resize images to SIZE x SIZE (required for folder:PATH)",
-    "channels": "convert images to 1 (grayscale) or 3 (RGB) channels",
-    "data_root": "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
-    "download": "download mnist / fashion / cifar10 into --data-root if missing",
-    "flip": "random horizontal flips (not for digits!)",
+    **DATA_HELP,
     "shift": "random translation of training images by up to this fraction of their size (0: off)",
     "preset": f"ViT size: {' | '.join(PRESETS)}",
     "steps": "optimizer steps",
@@ -74,6 +75,10 @@ HELP = {
     "warmup": "linear warm-up steps, then cosine decay to 0",
     "weight_decay": "AdamW weight decay",
     "label_smoothing": "cross-entropy label smoothing (Szegedy et al. 2016)",
+    "noisy": "train on images noised by the diffusion forward process at random t, for classifier "
+             "guidance (Dhariwal & Nichol 2021): sample.py --classifier OUT/last.pt",
+    "noise_schedule": "β schedule of the noising with --noisy: match the diffusion model's",
+    "noise_T": "number of diffusion steps of the noising with --noisy: match the diffusion model's",
     "seed": "random seed",
     "out": "output folder (the checkpoint goes to OUT/last.pt)",
     "device": "cpu | cuda | mps (default: the best available)",
@@ -109,7 +114,7 @@ def attention_picture(model, data, device, path: Path, n: int = 8) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, ViTTrainConfig, HELP, {"preset": list(PRESETS)})
+    add_config_args(parser, ViTTrainConfig, HELP, {"preset": list(PRESETS), "noise_schedule": ["linear", "cosine", "sigmoid"]})
     cfg = config_from_args(ViTTrainConfig, parser.parse_args(argv))
     device, reason = pick_device(cfg.device)
     print(f"device: {reason}")
@@ -140,6 +145,7 @@ def main(argv=None) -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
     out_dir = Path(cfg.out)
     log = MetricsLog(out_dir / "metrics.jsonl")
+    noising = Diffusion(make_betas(cfg.noise_schedule, cfg.noise_T)) if cfg.noisy else None
 
     def checkpoint(step: int, accuracy: float | None) -> Path:
         return save_checkpoint(out_dir / "last.pt", kind="vit", config=model_cfg, model=model, step=step,
@@ -157,6 +163,8 @@ def main(argv=None) -> int:
             x, y = x.to(device), y.to(device)
             if cfg.shift:
                 x = translation(x, cfg.shift)                               # light augmentation
+            if noising is not None:                                         # x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε
+                x = noising.q_sample(x, torch.randint(0, noising.T, (len(x),), device=device))
             loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

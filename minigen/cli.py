@@ -13,6 +13,17 @@ import typing
 from .errors import MinigenError
 
 
+# Help for the data flags every training script shares (its config dataclass lists the fields).
+DATA_HELP = {
+    "dataset": "glyphs | shapes | mnist | fashion | cifar10 | folder:PATH",
+    "image_size": "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)",
+    "channels": "convert images to 1 (grayscale) or 3 (RGB) channels",
+    "data_root": "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
+    "download": "download mnist / fashion / cifar10 into --data-root if missing",
+    "flip": "random horizontal flips of the training images (not for digits!)",
+}
+
+
 def _base_type(tp):
     """int for `int`, `int | None` and `Optional[int]`; tuples and others as they are."""
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:

@@ -125,3 +125,16 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator is class-conditional: pass labels y")
             out = out + (self.label_emb(y) * h.sum(dim=(2, 3))).sum(dim=1)      # ⟨embed(y), Σ_positions φ(x)⟩
         return out
+
+
+def discriminator_targets(batch: int, real_label: float, flip_prob: float, device=None,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's BCE targets for a batch of real and a batch of fake images.
+
+    One-sided label smoothing (Salimans et al. 2016, §3.4): real images get `real_label` (e.g. 0.9)
+    instead of 1; fakes keep 0. Label flipping: each image's pair of targets is swapped with
+    probability `flip_prob`, so a few reals are called fake and a few fakes real."""
+    target_real = torch.full((batch,), real_label, device=device)
+    target_fake = torch.zeros(batch, device=device)
+    swap = torch.rand(batch, device=device, generator=generator) < flip_prob
+    return torch.where(swap, target_fake, target_real), torch.where(swap, target_real, target_fake)

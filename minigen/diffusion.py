@@ -189,6 +189,15 @@ class Diffusion:
         return uncond + guidance * (cond - uncond)
 
     @staticmethod
+    def classifier_grad(classifier, x_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """∇_{x_t} log p(y | x_t) for each image, by autograd through the classifier."""
+        with torch.enable_grad():
+            x_in = x_t.detach().requires_grad_(True)
+            log_p = torch.log_softmax(classifier(x_in).float(), dim=-1)
+            chosen = log_p[torch.arange(len(y), device=log_p.device), y].sum()
+            return torch.autograd.grad(chosen, x_in)[0]
+
+    @staticmethod
     def threshold(x0: torch.Tensor, clip_x0: bool, dynamic_percentile: float | None) -> torch.Tensor:
         """Keep x̂_0 in the data range. Dynamic thresholding (Saharia et al. 2022, §2.3): per image,
         s = max(quantile(|x̂_0|, p), 1); x̂_0 ← clamp(x̂_0, −s, s)/s. Plain clipping otherwise."""
@@ -227,7 +236,8 @@ class Diffusion:
                clip_x0: bool = True, dynamic_threshold: float | None = None, variance: str = "small",
                y: torch.Tensor | None = None, guidance: float = 1.0, null_label: int | None = None,
                negative_y: torch.Tensor | None = None, device=None, return_intermediates: bool = False,
-               progress: bool = True):
+               progress: bool = True, timesteps: list[int] | None = None, loss_fn=None, loss_scale: float = 0.0,
+               classifier=None, classifier_scale: float = 0.0, classifier_y: torch.Tensor | None = None):
         """Draw samples x_0 of `shape` (B, C, H, W) by running the reverse process from x_T ~ N(0, I).
 
         sampler "ddpm": ancestral sampling (Ho et al. Algorithm 2) on the visited timesteps;
@@ -238,6 +248,16 @@ class Diffusion:
         y, guidance, null_label, negative_y: class labels and classifier-free guidance.
         return_intermediates: also return {"t": [...], "x_t": (S, B, ...), "x0_pred": (S, B, ...)}
                 with x_t after each step and the x̂_0 predicted at it.
+        timesteps: an explicit descending list to visit instead of `steps` and `spacing`
+                (SDEdit starts part-way down the chain).
+        loss_fn, loss_scale: guidance by a differentiable loss on x̂_0 (the seeds' colour
+                guidance): before each step x_t ← x_t − scale·∇_{x_t} loss(x̂_0(x_t)), and the step
+                then uses the same network output.
+        classifier, classifier_scale: classifier guidance (Dhariwal & Nichol 2021, Algorithm 2):
+                `classifier(x_t)` returns class logits for noisy images, and
+                    ε̂ ← ε̂ − s·√(1 − ᾱ_t)·∇_{x_t} log p(y | x_t)
+                pushes each sample towards its label: classifier_y, else y (so it works for an
+                unconditional model too, and combines with CFG for a conditional one).
         """
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
@@ -245,13 +265,26 @@ class Diffusion:
             raise ValueError(f"eta must be in [0, 1], not {eta}")
         device = torch.device(device) if device is not None else (x_T.device if x_T is not None else torch.device("cpu"))
         x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device)
-        ts = self.timesteps(steps or self.T, spacing).tolist()
+        ts = list(timesteps) if timesteps is not None else self.timesteps(steps or self.T, spacing).tolist()
         record = {"t": [], "x_t": [], "x0_pred": []}
         for i, t in enumerate(tqdm(ts, desc=f"{sampler} {len(ts)} steps", disable=not progress, leave=False)):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             bt = self._batch_t(t, x)
-            out = self.model_output(model, x, bt, y, guidance, null_label, negative_y)
+            if loss_fn is not None and loss_scale:
+                with torch.enable_grad():
+                    x_in = x.detach().requires_grad_(True)
+                    out = self.model_output(model, x_in, bt, y, guidance, null_label, negative_y)
+                    x0_guess, _ = self.x0_eps_from_output(out, x_in, bt)
+                    grad = torch.autograd.grad(loss_fn(x0_guess), x_in)[0]
+                x, out = (x - loss_scale * grad).detach(), out.detach()     # x_t ← x_t − s·∇ loss(x̂_0)
+            else:
+                out = self.model_output(model, x, bt, y, guidance, null_label, negative_y)
             x0_pred, eps_pred = self.x0_eps_from_output(out, x, bt)
+            if classifier is not None and classifier_scale:
+                target = classifier_y if classifier_y is not None else y
+                grad = self.classifier_grad(classifier, x, target)          # ∇ log p(y | x_t)
+                eps_pred = eps_pred - classifier_scale * (1 - self.alpha_bar_at(t)) ** 0.5 * grad
+                x0_pred = self.x0_from_eps(x, bt, eps_pred)
             if clip_x0 or dynamic_threshold is not None:
                 x0_pred = self.threshold(x0_pred, clip_x0, dynamic_threshold)
                 eps_pred = self.eps_from_x0(x, bt, x0_pred)               # keep ε̂ consistent with the kept x̂_0

@@ -79,3 +79,32 @@ def inception_score(probs: torch.Tensor) -> float:
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of images the classifier puts in the requested class (does a "7" come out a 7?)."""
     return (logits.argmax(1) == labels).double().mean().item()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0) -> float:
+    """Peak signal-to-noise ratio, 10·log10(range² / MSE), in dB; range 2 for images in [-1, 1]."""
+    mse = (x.double() - y.double()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(data_range**2 / mse)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int = 11, sigma: float = 1.5) -> float:
+    """Structural similarity (Wang et al. 2004, Eq. 13) with their Gaussian window (11, σ = 1.5),
+    K1 = 0.01, K2 = 0.03, averaged over positions, channels and images; x, y: (B, C, H, W):
+        SSIM = (2μ_xμ_y + C1)(2σ_xy + C2) / ((μ_x² + μ_y² + C1)(σ_x² + σ_y² + C2)),  C_i = (K_i·L)²"""
+    x, y = x.double(), y.double()
+    C = x.shape[1]
+    half = window // 2
+    t = torch.arange(window, dtype=torch.float64) - half
+    g = torch.exp(-t**2 / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(C, 1, window, window)       # one window per channel
+
+    def blur(z):
+        return torch.nn.functional.conv2d(z, kernel, groups=C)              # "valid" positions only
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return s.mean().item()

@@ -72,3 +72,13 @@ class GracefulStop:
         import signal
         signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+def resident_memory_mib() -> float:
+    """This process's resident memory now (Linux /proc), else its peak so far (resource), in MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

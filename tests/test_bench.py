@@ -43,6 +43,7 @@ def test_smoke_run_writes_consistent_ratios(tmp_path):
             assert r["images_per_s"] > 0
         if r["section"] == "sampling":
             assert r["overhead"] == pytest.approx((r["total_s"] - r["network_s"]) / r["total_s"])
+            assert 0 < r["overhead"] < 1
             assert r["images_per_s"] == pytest.approx(r["batch"] / r["total_s"])
         if r["section"] == "scaling":
             assert r["activation_MiB_per_image"] == pytest.approx(r["activation_MiB"] / r["batch"])

@@ -156,3 +156,14 @@ def test_train_gan_end_to_end_with_resume_and_sampling(tmp_path):
     assert r.returncode == 2 and "ask for a lower threshold" in r.stderr
     r = run("sample.py", "--ckpt", ckpt, "--strip", "--out", str(tmp_path / "j.png"))
     assert r.returncode == 2 and "a GAN has none" in r.stderr
+
+
+def test_discriminator_targets_smooth_reals_and_flip_a_few():
+    """Real targets are 0.9, fake 0; with flip probability p about p of the pairs are swapped."""
+    from minigen.dcgan import discriminator_targets
+    real, fake = discriminator_targets(8, 0.9, 0.0)
+    assert torch.all(real == 0.9) and torch.all(fake == 0)
+    real, fake = discriminator_targets(20000, 0.9, 0.1, generator=torch.Generator().manual_seed(0))
+    swapped = real == 0
+    assert torch.all(fake[swapped] == 0.9) and torch.all(fake[~swapped] == 0) and torch.all(real[~swapped] == 0.9)
+    assert swapped.float().mean().item() == pytest.approx(0.1, abs=0.01)

@@ -1,0 +1,174 @@
+"""Editing with analytic models: RePaint inpainting, SDEdit, loss guidance, PSNR/SSIM; sample.py's
+editing flags and their one-line errors."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from minigen.diffusion import Diffusion
+from minigen.editing import colour_loss, inpaint, sdedit
+from minigen.metrics import psnr, ssim
+from minigen.schedules import make_betas
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flat_image_model(d: Diffusion, mu: float = 0.0, s: float = 0.5):
+    """Exact ε-predictor for images whose pixels all share one value c ~ N(mu, s²): every pixel
+    of x_t = √ᾱ·c + √(1−ᾱ)·ε observes c, so with P pixels
+        E[c | x_t] = (mu/s² + √ᾱ·Σ_i x_t,i/(1−ᾱ)) / (1/s² + P·ᾱ/(1−ᾱ)),  x̂_0 = E[c | x_t]·1."""
+    def model(x_t, t):
+        ab = d.alpha_bar[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        P = x_t[0].numel()
+        c = (mu / s**2 + ab.sqrt() * x_t.sum(dim=(1, 2, 3), keepdim=True) / (1 - ab)) / (1 / s**2 + P * ab / (1 - ab))
+        return (x_t - ab.sqrt() * c) / (1 - ab).sqrt()
+    return model
+
+
+def test_inpainting_keeps_known_pixels_and_fills_from_the_conditional():
+    """Known left half = 0.7: the right half must come out 0.7 too (the conditional of a flat
+    image given half of it is a point mass), and the known half is x_0 exactly."""
+    d = Diffusion(make_betas("linear", 1000))
+    x0 = torch.full((6, 1, 4, 4), 0.7)
+    keep = torch.zeros(1, 1, 4, 4)
+    keep[..., :, :2] = 1
+    out = inpaint(d, flat_image_model(d), x0, keep, steps=50, jump_length=10, resample=3,
+                  generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(out[..., :, :2], x0[..., :, :2])
+    assert (out[..., :, 2:] - 0.7).abs().max() < 0.1
+    # Without the known half, the same sampler draws c from N(0, 0.5²): the fill really is conditional.
+    free = inpaint(d, flat_image_model(d), x0, torch.zeros(1, 1, 4, 4), steps=50, resample=1,
+                   generator=torch.Generator().manual_seed(0), progress=False)
+    assert free.mean(dim=(1, 2, 3)).std() > 0.2
+
+
+def test_sdedit_strength_zero_returns_the_input_and_one_ignores_it():
+    d = Diffusion(make_betas("linear", 1000))
+    model = flat_image_model(d)
+    a, b = torch.full((2, 1, 4, 4), 0.8), torch.full((2, 1, 4, 4), -0.8)
+    assert torch.equal(sdedit(d, model, a, 0.0), a)
+    gen = lambda: torch.Generator().manual_seed(3)
+    out_a = sdedit(d, model, a, 1.0, steps=20, generator=gen(), progress=False)
+    out_b = sdedit(d, model, b, 1.0, steps=20, generator=gen(), progress=False)
+    assert torch.equal(out_a, out_b)
+    # At a low strength the input survives: outputs from +0.8 and from −0.8 stay far apart.
+    many_a, many_b = torch.full((32, 1, 4, 4), 0.8), torch.full((32, 1, 4, 4), -0.8)
+    low_a = sdedit(d, model, many_a, 0.3, steps=20, generator=gen(), progress=False, clip_x0=False)
+    low_b = sdedit(d, model, many_b, 0.3, steps=20, generator=gen(), progress=False, clip_x0=False)
+    assert low_a.mean() - low_b.mean() > 0.8
+    with pytest.raises(ValueError, match="strength"):
+        sdedit(d, model, a, 1.5)
+
+
+def test_loss_guidance_moves_the_sample_mean_towards_the_target_colour():
+    """Same seed, with and without guidance towards 0.8: the guided mean is clearly closer."""
+    d = Diffusion(make_betas("linear", 1000))
+    model = flat_image_model(d, mu=0.0, s=0.5)
+    kw = dict(sampler="ddim", steps=25, clip_x0=False, progress=False)
+    plain = d.sample(model, (16, 1, 4, 4), generator=torch.Generator().manual_seed(5), **kw)
+    guided = d.sample(model, (16, 1, 4, 4), generator=torch.Generator().manual_seed(5),
+                      loss_fn=colour_loss([0.8]), loss_scale=2.0, **kw)
+    assert abs(guided.mean().item() - 0.8) < abs(plain.mean().item() - 0.8) - 0.2
+
+
+def test_psnr_and_ssim_closed_forms():
+    """PSNR of a constant error 0.2 over range 2: 10·log10(4/0.04) = 20 dB. SSIM of two flat
+    images a, b (no variance) is the luminance term (2ab + C1)/(a² + b² + C1), C1 = (0.01·2)²."""
+    x = torch.zeros(1, 1, 16, 16)
+    assert psnr(x, x + 0.2) == pytest.approx(20.0)
+    assert psnr(x, x) == math.inf
+    y = torch.rand(2, 3, 16, 16)
+    assert ssim(y, y) == pytest.approx(1.0)
+    a, b, c1 = 0.5, -0.25, (0.01 * 2) ** 2
+    assert ssim(torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b)) == pytest.approx(
+        (2 * a * b + c1) / (a * a + b * b + c1))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("edit")
+    r = subprocess.run([sys.executable, str(ROOT / "train_ddpm.py"), "--preset", "tiny", "--steps", "2",
+                        "--batch-size", "8", "--sample-every", "0", "--sample-steps", "2", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    Image.new("L", (28, 28), 200).save(out / "gray.png")
+    Image.new("RGB", (28, 28), (200, 0, 0)).save(out / "rgb.png")
+    Image.new("L", (14, 14), 255).save(out / "small_mask.png")
+    return out
+
+
+def sample(*args):
+    return subprocess.run([sys.executable, str(ROOT / "sample.py"), "--no-progress", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def test_sample_py_editing_commands_write_side_by_side_pictures(tiny_ckpt):
+    ckpt, out = str(tiny_ckpt / "last.pt"), tiny_ckpt
+    for args in (["--inpaint", str(out / "gray.png"), "--mask-box", "0,14,28,28", "--steps", "4", "--resample", "2",
+                  "--jump-length", "2", "--class", "1", "-n", "2"],
+                 ["--init", str(out / "gray.png"), "--strength", "0.5", "--steps", "4", "--class", "2", "-n", "2"],
+                 ["--invert", str(out / "gray.png"), "--steps", "3", "--class", "4"]):
+        r = sample("--ckpt", ckpt, "--out", str(out / "edit.png"), *args)
+        assert r.returncode == 0, r.stderr
+        assert Image.open(out / "edit.png").width > 3 * 28
+    assert "PSNR" in r.stdout and "SSIM" in r.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--inpaint", "gray.png", "--mask", "small_mask.png", "--class", "1"], "must have the image's size"),
+    (["--inpaint", "gray.png", "--mask", "rgb.png", "--class", "1"], "must be grayscale"),
+    (["--init", "rgb.png", "--class", "1"], "an RGB image, but the model makes grayscale images"),
+    (["--init", "gray.png", "--strength", "0", "--class", "1"], "must be in (0, 1]"),
+    (["--init", "gray.png", "--strength", "1.5", "--class", "1"], "must be in (0, 1]"),
+    (["--inpaint", "gray.png", "--mask-box", "0,0,40,10", "--class", "1"], "must lie inside"),
+    (["--init", "missing.png", "--class", "1"], "no such image file"),
+])
+def test_sample_py_editing_rejects_bad_input_in_one_line(tiny_ckpt, args, message):
+    args = [str(tiny_ckpt / a) if a.endswith(".png") else a for a in args]
+    r = sample("--ckpt", str(tiny_ckpt / "last.pt"), "--out", str(tiny_ckpt / "x.png"), *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+
+
+def test_classifier_guidance_follows_the_gradient_of_the_exact_classifier():
+    """Data: x_0 = ±0.6 (class 1 or 0, equally likely) plus N(0, 0.1²) per pixel. The exact
+    p(y | x_t) of that mixture is known, so guidance toward class 1 must raise the share of
+    samples landing near +0.6, compared with unguided sampling from the same noise."""
+    d = Diffusion(make_betas("linear", 1000))
+    m, s = 0.6, 0.1
+
+    def log_joint(x_t, t):   # log N(x_t; ±√ᾱ·m, ᾱs² + 1 − ᾱ) summed over pixels, for both classes
+        ab = d.alpha_bar[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        var = ab * s**2 + 1 - ab
+        return torch.stack([(-(x_t - sign * ab.sqrt() * m) ** 2 / (2 * var)).flatten(1).sum(1)
+                            for sign in (-1.0, 1.0)], dim=1)                # (B, 2): class 0 at −m, 1 at +m
+
+    def model(x_t, t):       # exact ε̂ = E[ε | x_t] of the mixture
+        ab = d.alpha_bar[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        var = ab * s**2 + 1 - ab
+        w = torch.softmax(log_joint(x_t, t), dim=1)                        # p(y | x_t)
+        mean = (w[:, 1] - w[:, 0]).view(-1, 1, 1, 1) * ab.sqrt() * m        # E[√ᾱ·x_0 | x_t]
+        return (1 - ab).sqrt() / var * (x_t - mean)                         # ≈ E[ε | x_t]
+
+    current_t = {}
+
+    def classifier(x_t):
+        return log_joint(x_t, current_t["t"])
+
+    def model_recording_t(x_t, t):
+        current_t["t"] = t
+        return model(x_t, t)
+
+    y = torch.ones(200, dtype=torch.long)
+    kw = dict(sampler="ddim", steps=25, clip_x0=False, progress=False)
+    plain = d.sample(model_recording_t, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0), **kw)
+    guided = d.sample(model_recording_t, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0),
+                      classifier=classifier, classifier_scale=3.0, classifier_y=y, **kw)
+    share = lambda x: (x.mean(dim=(1, 2, 3)) > 0).float().mean().item()
+    assert 0.3 < share(plain) < 0.7
+    assert share(guided) > share(plain) + 0.2
