@@ -193,6 +193,24 @@ def bench_scaling(rows: list, base_cfg, device, repeats: int, batches=(8, 32), s
                          "activation_MiB_per_image": memory / 2**20 / batch})
 
 
+def profile_step(step, device, steps: int = 3, top: int = 12) -> list[dict]:
+    """Where a training step's time goes: torch.profiler over a few steps, ops sorted by their
+    own (self) time, as shares of the total."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    step()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{"op": e.key, "share": getattr(e, attr) / total, "ms_per_step": getattr(e, attr) / 1000 / steps,
+             "calls_per_step": e.count / steps} for e in events[:top]]
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     out = [f"Device: {m['device']}, {m['threads']} threads, torch {m['torch']}. Measured matmul peak: "
@@ -215,6 +233,12 @@ def markdown(report: dict) -> str:
         out += [f"| {r['sampler']} ({r['model']}) | {r['steps']} | {r['batch']} | {r['images_per_s']:.2f} | "
                 f"{r['network_s']:.3f} | {r['total_s']:.3f} | {r['overhead']:.1%} |" for r in sampling]
         out.append("")
+    if report.get("profile"):
+        out += [f"Where the time of one {report['profile']['model']} training step goes (torch.profiler, self time):", "",
+                "| op | share | ms per step | calls per step |", "|---|---|---|---|"]
+        out += [f"| `{r['op']}` | {r['share']:.1%} | {r['ms_per_step']:.1f} | {r['calls_per_step']:.0f} |"
+                for r in report["profile"]["ops"]]
+        out.append("")
     scaling = [r for r in report["rows"] if r["section"] == "scaling"]
     if scaling:
         out += ["| model | batch | images/s | activation MiB | MiB per image |", "|---|---|---|---|---|"]
@@ -228,6 +252,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models and few repeats: seconds, for tests")
     parser.add_argument("--quick", action="store_true", help="skip the torch.compile rows and use fewer repeats")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only profile the default U-Net training step (where its time goes)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json (default: runs/bench)")
     args = parser.parse_args(argv)
@@ -251,6 +277,15 @@ def main(argv=None) -> int:
     print(f"machine: {machine}", flush=True)
 
     rows: list = []
+    profile_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
+    profile_name = "U-Net tiny" if args.smoke else "U-Net cpu (28px, batch 64, channels-last)"
+    step, _, _ = make_step("unet", profile_cfg, 4 if args.smoke else 64, device, True, False, False)
+    profile = {"model": profile_name, "ops": profile_step(step, device, steps=1 if args.smoke else 3)}
+    for r in profile["ops"]:
+        print(f"profile {r['op']:40s} {r['share']:6.1%} {r['ms_per_step']:8.1f} ms/step", flush=True)
+    if args.profile_only:
+        print(markdown({"machine": machine, "rows": [], "profile": profile}))
+        return 0
     compile_rows = not (args.smoke or args.quick)
     base = [{}, {"channels_last": True}] + ([{"compile": True}, {"compile": True, "channels_last": True}] if compile_rows else [])
     if cuda:
@@ -276,7 +311,7 @@ def main(argv=None) -> int:
     bench_scaling(rows, scale_cfg, device, repeats, batches=(2, 4) if args.smoke else (8, 32),
                   sizes=(16, 32) if args.smoke else (32, 64))
 
-    report = {"machine": machine, "rows": rows, "command": "python -m minigen.bench" + (" --smoke" if args.smoke else " --quick" if args.quick else "")}
+    report = {"machine": machine, "rows": rows, "profile": profile, "command": "python -m minigen.bench" + (" --smoke" if args.smoke else " --quick" if args.quick else "")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)

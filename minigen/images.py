@@ -9,7 +9,6 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 

@@ -24,7 +24,7 @@ and attention heads sized by channels per head rather than a head count.
 """
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F

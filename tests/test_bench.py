@@ -52,3 +52,5 @@ def test_smoke_run_writes_consistent_ratios(tmp_path):
     assert scaling[("U-Net 16px", 4)] > scaling[("U-Net 16px", 2)]
     assert scaling[("U-Net 32px", 2)] > 3 * scaling[("U-Net 16px", 2)]
     assert "| model | batch | compile |" in (tmp_path / "bench.md").read_text()
+    shares = [r["share"] for r in report["profile"]["ops"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9

@@ -1,7 +1,6 @@
 """Download against an HTTP server the test starts on 127.0.0.1: never the internet."""
 
 import functools
-import gzip
 import hashlib
 import http.server
 import io

@@ -1,6 +1,5 @@
 """Metrics against closed forms and constructed point sets whose answers are known."""
 
-import math
 
 import pytest
 import torch

@@ -15,9 +15,10 @@ def test_patchify_cuts_row_major_patches():
     x = torch.randn(2, 3, 14, 21)
     patches = model.patchify(x)
     assert patches.shape == (2, 6, 7 * 7 * 3)
-    r, c = 1, 2                                                  # patch index 1·3 + 2 = 5
-    expected = x[1, :, 7:14, 14:21].permute(1, 2, 0).reshape(-1)
-    assert torch.equal(patches[1, 5], expected)
+    r, c = 1, 2                                                  # patch index r·3 + c = 5
+    P = 7
+    expected = x[1, :, r * P:(r + 1) * P, c * P:(c + 1) * P].permute(1, 2, 0).reshape(-1)
+    assert torch.equal(patches[1, r * 3 + c], expected)
 
 
 def test_sincos_position_embedding_values():
