@@ -347,7 +347,7 @@ def main(argv=None) -> int:
             classifier = ViT(ViTConfig(**vstate["config"]))
             classifier.load_state_dict(vstate["model"])
             classifier = classifier.to(device).eval()
-            if not vstate["extra"]["train"].get("noisy"):
+            if not classifier.config.time_conditioned:
                 print(f"note: {args.classifier} was trained on clean images; classifier guidance needs one "
                       "trained with train_vit.py --noisy")
         result = ddpm_sample((n, C, H, W), labels, intermediates=want_frames)

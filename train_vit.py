@@ -135,7 +135,8 @@ def main(argv=None) -> int:
     print(f"data: {cfg.dataset}, {len(train)} train / {len(test)} test images of {C}x{H}x{W}, {len(train.classes)} classes")
 
     # ---- model, optimizer -----------------------------------------------------------------
-    model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(train.classes))
+    model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(train.classes),
+                       time_conditioned=cfg.noisy)
     model = ViT(model_cfg).to(device)
     flops = count_flops(model, torch.zeros(1, C, H, W, device=device))
     print(f"model: ViT '{cfg.preset}', {count_parameters(model) / 1e6:.2f}M parameters, "
@@ -163,9 +164,11 @@ def main(argv=None) -> int:
             x, y = x.to(device), y.to(device)
             if cfg.shift:
                 x = translation(x, cfg.shift)                               # light augmentation
+            t = None
             if noising is not None:                                         # x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε
-                x = noising.q_sample(x, torch.randint(0, noising.T, (len(x),), device=device))
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                t = torch.randint(0, noising.T, (len(x),), device=device)
+                x = noising.q_sample(x, t)
+            loss = F.cross_entropy(model(x, t), y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

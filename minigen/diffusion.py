@@ -189,11 +189,11 @@ class Diffusion:
         return uncond + guidance * (cond - uncond)
 
     @staticmethod
-    def classifier_grad(classifier, x_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def classifier_grad(classifier, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """∇_{x_t} log p(y | x_t) for each image, by autograd through the classifier."""
         with torch.enable_grad():
             x_in = x_t.detach().requires_grad_(True)
-            log_p = torch.log_softmax(classifier(x_in).float(), dim=-1)
+            log_p = torch.log_softmax(classifier(x_in, t).float(), dim=-1)
             chosen = log_p[torch.arange(len(y), device=log_p.device), y].sum()
             return torch.autograd.grad(chosen, x_in)[0]
 
@@ -254,7 +254,7 @@ class Diffusion:
                 guidance): before each step x_t ← x_t − scale·∇_{x_t} loss(x̂_0(x_t)), and the step
                 then uses the same network output.
         classifier, classifier_scale: classifier guidance (Dhariwal & Nichol 2021, Algorithm 2):
-                `classifier(x_t)` returns class logits for noisy images, and
+                `classifier(x_t, t)` returns class logits for noisy images, and
                     ε̂ ← ε̂ − s·√(1 − ᾱ_t)·∇_{x_t} log p(y | x_t)
                 pushes each sample towards its label: classifier_y, else y (so it works for an
                 unconditional model too, and combines with CFG for a conditional one).
@@ -282,7 +282,7 @@ class Diffusion:
             x0_pred, eps_pred = self.x0_eps_from_output(out, x, bt)
             if classifier is not None and classifier_scale:
                 target = classifier_y if classifier_y is not None else y
-                grad = self.classifier_grad(classifier, x, target)          # ∇ log p(y | x_t)
+                grad = self.classifier_grad(classifier, x, bt, target)      # ∇ log p(y | x_t)
                 eps_pred = eps_pred - classifier_scale * (1 - self.alpha_bar_at(t)) ** 0.5 * grad
                 x0_pred = self.x0_from_eps(x, bt, eps_pred)
             if clip_x0 or dynamic_threshold is not None:

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .unet import timestep_embedding
+
 
 @dataclass
 class ViTConfig:
@@ -36,6 +38,7 @@ class ViTConfig:
     num_classes: int = 10
     dropout: float = 0.0
     pos_embedding: str = "learned"     # "learned" or "sincos" (fixed 2-D sin-cos)
+    time_conditioned: bool = False     # also take a diffusion timestep t (a noise-aware classifier)
 
 
 PRESETS = {
@@ -108,6 +111,9 @@ class ViT(nn.Module):
             self.register_buffer("pos", torch.cat([torch.zeros(1, c.dim), sincos_2d(*self.grid, c.dim)])[None])
         else:
             raise ValueError(f"pos_embedding must be 'learned' or 'sincos', not {c.pos_embedding!r}")
+        # For classifier guidance: the sinusoidal embedding of t, through a small MLP, added to
+        # every token, so the classifier knows how noisy its input is (Dhariwal & Nichol 2021, §4).
+        self.time_mlp = nn.Sequential(nn.Linear(c.dim, c.dim), nn.SiLU(), nn.Linear(c.dim, c.dim)) if c.time_conditioned else None
         self.blocks = nn.ModuleList([Block(c.dim, c.heads, c.mlp_ratio * c.dim, c.dropout) for _ in range(c.depth)])
         self.norm = nn.LayerNorm(c.dim)
         self.head = nn.Linear(c.dim, c.num_classes)
@@ -120,24 +126,29 @@ class ViT(nn.Module):
         x = x.permute(0, 2, 4, 3, 5, 1)                           # (B, H/P, W/P, P, P, C)
         return x.reshape(B, (H // P) * (W // P), P * P * C)       # (B, N, P·P·C)
 
-    def tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """z_0 = [x_class; x_p¹E; ...; x_pᴺE] + E_pos   (Dosovitskiy et al. Eq. 1): (B, N + 1, D)."""
+    def tokens(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """z_0 = [x_class; x_p¹E; ...; x_pᴺE] + E_pos   (Dosovitskiy et al. Eq. 1): (B, N + 1, D),
+        plus the timestep's embedding for a time-conditioned ViT (t = 0, clean, when not given)."""
         if x.shape[1:] != (self.config.image_channels, *self.config.image_size):
             raise ValueError(f"this ViT takes images of shape {(self.config.image_channels, *self.config.image_size)}, "
                              f"got {tuple(x.shape[1:])}")
         patches = self.patch_embed(self.patchify(x))              # (B, N, D)
         cls = self.cls_token.expand(len(x), -1, -1)               # (B, 1, D)
-        return torch.cat([cls, patches], dim=1) + self.pos
+        z = torch.cat([cls, patches], dim=1) + self.pos
+        if self.time_mlp is not None:
+            t = torch.zeros(len(x), device=x.device) if t is None else t
+            z = z + self.time_mlp(timestep_embedding(t, self.config.dim))[:, None, :]   # (B, 1, D) onto every token
+        return z
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """y = LN(z_L⁰), the [CLS] token after the last block   (Eq. 4): (B, D)."""
-        z = self.tokens(x)
+        z = self.tokens(x, t)
         for block in self.blocks:
             z = block(z)
         return self.norm(z[:, 0])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x, t))
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> torch.Tensor:

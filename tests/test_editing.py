@@ -155,20 +155,11 @@ def test_classifier_guidance_follows_the_gradient_of_the_exact_classifier():
         mean = (w[:, 1] - w[:, 0]).view(-1, 1, 1, 1) * ab.sqrt() * m        # E[√ᾱ·x_0 | x_t]
         return (1 - ab).sqrt() / var * (x_t - mean)                         # ≈ E[ε | x_t]
 
-    current_t = {}
-
-    def classifier(x_t):
-        return log_joint(x_t, current_t["t"])
-
-    def model_recording_t(x_t, t):
-        current_t["t"] = t
-        return model(x_t, t)
-
     y = torch.ones(200, dtype=torch.long)
     kw = dict(sampler="ddim", steps=25, clip_x0=False, progress=False)
-    plain = d.sample(model_recording_t, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0), **kw)
-    guided = d.sample(model_recording_t, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0),
-                      classifier=classifier, classifier_scale=3.0, classifier_y=y, **kw)
+    plain = d.sample(model, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0), **kw)
+    guided = d.sample(model, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0),
+                      classifier=log_joint, classifier_scale=3.0, classifier_y=y, **kw)
     share = lambda x: (x.mean(dim=(1, 2, 3)) > 0).float().mean().item()
     assert 0.3 < share(plain) < 0.7
     assert share(guided) > share(plain) + 0.2

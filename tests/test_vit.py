@@ -56,3 +56,15 @@ def test_a_tiny_vit_overfits_a_small_batch():
         loss.backward()
         opt.step()
     assert (model(x).argmax(1) == y).float().mean() == 1.0 and loss.item() < 0.1
+
+
+def test_time_conditioned_vit_sees_the_timestep():
+    """A noise-aware classifier's output depends on t; without t it reads as t = 0 (clean)."""
+    torch.manual_seed(0)
+    model = ViT(preset("tiny", patch_size=4, time_conditioned=True))
+    x = torch.randn(3, 1, 28, 28)
+    t0, t5 = torch.zeros(3, dtype=torch.long), torch.full((3,), 500)
+    assert torch.equal(model(x), model(x, t0))
+    assert not torch.allclose(model(x, t0), model(x, t5))
+    plain = ViT(preset("tiny", patch_size=4))
+    assert torch.equal(plain(x), plain(x, t5))                  # an ordinary ViT ignores t
