@@ -34,7 +34,7 @@ from minigen.dcgan import DCGANConfig, Discriminator, Generator
 from minigen.diffusion import SPACINGS, Diffusion
 from minigen.errors import CheckpointError, MinigenError
 from minigen.data import to_float
-from minigen.data.readers import _resize_center_crop
+from minigen.data.readers import resize_center_crop
 from minigen.editing import colour_loss, inpaint, sdedit
 from minigen.images import save_gif, save_grid, save_strip
 from minigen.latent import slerp
@@ -167,7 +167,7 @@ def load_image(path: str, channels: int, size: tuple[int, int], what: str = "ima
         name = kind.get(has, f"{has}-channel")
         raise MinigenError(f"{path}: {'an' if name[0] in 'AEIOUR' else 'a'} {name} image, but the model makes "
                            f"{kind.get(channels, channels)} images; convert it first")
-    img = _resize_center_crop(img.convert("L" if channels == 1 else "RGB"), *size)
+    img = resize_center_crop(img.convert("L" if channels == 1 else "RGB"), *size)
     arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
     arr = arr[None] if channels == 1 else arr.permute(2, 0, 1)              # (H, W, C) -> (C, H, W)
     return to_float(arr)[None]
@@ -201,7 +201,7 @@ def load_mask(args, image_path: str, size: tuple[int, int]) -> torch.Tensor:
     if mask.size != image_size:
         raise MinigenError(f"{args.mask}: {mask.size[0]}x{mask.size[1]}, but the image is "
                            f"{image_size[0]}x{image_size[1]}; the mask must have the image's size")
-    mask = _resize_center_crop(mask.convert("L"), H, W)
+    mask = resize_center_crop(mask.convert("L"), H, W)
     return (torch.from_numpy(np.asarray(mask, dtype=np.float32).copy()) < 128).float()[None, None]
 
 

@@ -107,7 +107,7 @@ def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _resize_center_crop(img: Image.Image, height: int, width: int) -> Image.Image:
+def resize_center_crop(img: Image.Image, height: int, width: int) -> Image.Image:
     """Scale so the image covers (height, width), keeping its aspect ratio, then crop the centre."""
     scale = max(height / img.height, width / img.width)
     new = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
@@ -143,7 +143,7 @@ def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple
                 img.load()
                 if img.height < height or img.width < width:
                     upscaled += 1
-                img = _resize_center_crop(img.convert(mode), height, width)
+                img = resize_center_crop(img.convert(mode), height, width)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             bad.append(f"{path.name} ({type(e).__name__})")
             continue
