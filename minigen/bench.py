@@ -42,28 +42,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def median_times(fns: list, device, repeats: int, warmup: int = 2) -> list[float]:
+    """Median wall time of each fn() over `repeats` rounds after `warmup` rounds. The functions
+    take turns within every round, so a slow drift in the machine's load (another job starting)
+    falls on all of them alike and their ratios stay fair."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    _sync(device)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - start)
+    return [statistics.median(ts) for ts in times]
+
+
 def median_time(fn, device, repeats: int, warmup: int = 2) -> float:
     """Median wall time of fn() over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_times([fn], device, repeats, warmup)[0]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=(512, 1024, 2048), repeats: int = 5) -> float:
-    """Best FLOP/s of an n×n by n×n matmul (2n³ FLOPs) over a few sizes: this machine's practical peak."""
+    """Best FLOP/s of an n×n by n×n matmul (2n³ FLOPs) over a few sizes and repeats: this machine's
+    practical peak. The fastest run, not the median: a peak is what the machine can do when
+    nothing else gets in the way."""
     best = 0.0
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        seconds = median_time(lambda: a @ b, device, repeats)
-        best = max(best, 2 * n**3 / seconds)
+        a @ b
+        _sync(device)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best
 
 
@@ -145,39 +161,57 @@ def make_step(kind: str, cfg, batch: int, device, channels_last: bool, amp: bool
 
 def bench_train(rows: list, kind: str, name: str, cfg, batch: int, device, peak: float, repeats: int,
                 variants: list[dict]) -> None:
-    flops = None
+    steps, firsts = [], []
     for v in variants:
         step, _, _ = make_step(kind, cfg, batch, device, v.get("channels_last", False), v.get("amp", False),
                                v.get("compile", False))
         start = time.perf_counter()
         step()                                                   # includes compilation, if any
         _sync(device)
-        first = time.perf_counter() - start
-        if flops is None:
-            flops = train_step_flops(step)                       # the same model and batch for every variant
-        seconds = median_time(step, device, repeats, warmup=1)
+        firsts.append(time.perf_counter() - start)
+        steps.append(step)
+    flops = train_step_flops(steps[0])                           # the same model and batch for every variant
+    for v, first, seconds in zip(variants, firsts, median_times(steps, device, repeats, warmup=1)):
         rows.append({"section": "train", "model": name, "batch": batch, **{k: bool(v.get(k, False)) for k in ("compile", "amp", "channels_last")},
                      "images_per_s": batch / seconds, "tflops": flops / seconds / 1e12,
                      "fraction_of_peak": flops / seconds / peak, "first_step_s": first,
                      "compile_s": first - seconds if v.get("compile") else None})
 
 
-def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_counts=(10, 50)) -> None:
+def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_counts=(10, 50),
+                   compile_model: bool = False) -> None:
     """Images/s of the samplers, and the share of sampling time spent outside the network: the
     same sampler timed with a free "network" (one that returns its input) gives the loop's own
-    cost directly, rather than as a small difference of two noisy timings."""
+    cost directly, rather than as a small difference of two noisy timings. With compile_model,
+    also the DDIM sampler with its per-step network call compiled as sample.py --compile does
+    it (frozen weights), timed against eager in the same run."""
     model = unet.UNet(cfg).to(device).eval()
-    free = lambda x, t: x                                       # no computation: only the sampler's
+    free = lambda x, t, y=None: x                               # no computation: only the sampler's
     d = Diffusion(make_betas("linear", 1000))
     shape = (batch, cfg.image_channels, *cfg.image_size)
+    # As sample.py runs a class-conditional model: guidance 3, so each network call sees 2·batch images.
+    y = (torch.arange(batch) % cfg.num_classes).to(device)
+    guided = dict(y=y, guidance=3.0, null_label=cfg.num_classes)
+    nets = [("eager", model)]
+    if compile_model:
+        nets.append(("compiled", torch.compile(model, options={"freezing": True})))
     for sampler in ("ddim", "ddpm"):
         for steps in step_counts:
-            run = lambda net: d.sample(net, shape, sampler=sampler, steps=steps, device=device, progress=False)
-            seconds = median_time(lambda: run(model), device, repeats, warmup=1)
+            run = lambda net: d.sample(net, shape, sampler=sampler, steps=steps, device=device, progress=False, **guided)
             loop = median_time(lambda: run(free), device, repeats * 3, warmup=1)
-            rows.append({"section": "sampling", "model": f"U-Net {cfg.image_size[0]}px", "sampler": sampler,
-                         "steps": steps, "batch": batch, "images_per_s": batch / seconds,
-                         "network_s": seconds - loop, "total_s": seconds, "overhead": loop / seconds})
+            timed = [(mode, net) for mode, net in nets if mode == "eager" or sampler == "ddim"]  # DDPM: same calls
+            firsts = []
+            for _, net in timed:
+                start = time.perf_counter()
+                run(net)                                         # includes compilation, the first time
+                _sync(device)
+                firsts.append(time.perf_counter() - start)
+            medians = median_times([lambda net=net: run(net) for _, net in timed], device, repeats, warmup=1)
+            for (mode, _), first, seconds in zip(timed, firsts, medians):
+                rows.append({"section": "sampling", "model": f"U-Net {cfg.image_size[0]}px, guidance 3", "sampler": sampler,
+                             "steps": steps, "batch": batch, "compile": mode == "compiled",
+                             "images_per_s": batch / seconds, "network_s": seconds - loop, "total_s": seconds,
+                             "overhead": loop / seconds, "first_run_s": first})
 
 
 def bench_scaling(rows: list, base_cfg, device, repeats: int, batches=(8, 32), sizes=(32, 64)) -> None:
@@ -217,7 +251,7 @@ def markdown(report: dict) -> str:
            f"fp32 {m['peak_fp32_tflops']:.3f} TFLOP/s" + (f", bf16 {m['peak_bf16_tflops']:.3f} TFLOP/s" if m.get("peak_bf16_tflops") else "") + ".", ""]
     train = [r for r in report["rows"] if r["section"] == "train"]
     if train:
-        out += ["| model | batch | compile | bf16 | channels-last | images/s | achieved TFLOP/s | of peak | compile s |",
+        out += ["| model | batch | compile | bf16 | channels-last | images/s | achieved TFLOP/s | of peak (its dtype) | compile s |",
                 "|---|---|---|---|---|---|---|---|---|"]
         out += [f"| {r['model']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | {'yes' if r['amp'] else 'no'} | "
                 f"{'yes' if r['channels_last'] else 'no'} | {r['images_per_s']:.1f} | {r['tflops']:.4f} | "
@@ -228,10 +262,11 @@ def markdown(report: dict) -> str:
         out.append("")
     sampling = [r for r in report["rows"] if r["section"] == "sampling"]
     if sampling:
-        out += ["| sampler | steps | batch | images/s | network s | total s | sampler's own share (loop, schedule, noise) |",
-                "|---|---|---|---|---|---|---|"]
-        out += [f"| {r['sampler']} ({r['model']}) | {r['steps']} | {r['batch']} | {r['images_per_s']:.2f} | "
-                f"{r['network_s']:.3f} | {r['total_s']:.3f} | {r['overhead']:.1%} |" for r in sampling]
+        out += ["| sampler | steps | batch | compiled | images/s | network s | total s | sampler's own share (loop, schedule, noise) | first run s |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {r['sampler']} ({r['model']}) | {r['steps']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | "
+                f"{r['images_per_s']:.2f} | {r['network_s']:.3f} | {r['total_s']:.3f} | {r['overhead']:.1%} | "
+                f"{r['first_run_s']:.1f} |" for r in sampling]
         out.append("")
     if report.get("profile"):
         out += [f"Where the time of one {report['profile']['model']} training step goes (torch.profiler, self time):", "",
@@ -254,6 +289,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="skip the torch.compile rows and use fewer repeats")
     parser.add_argument("--profile-only", action="store_true",
                         help="only profile the default U-Net training step (where its time goes)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="with --profile-only: profile the torch.compile'd step, each generated kernel by name")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json (default: runs/bench)")
     args = parser.parse_args(argv)
@@ -261,11 +298,8 @@ def main(argv=None) -> int:
     cuda = device.type == "cuda"
     repeats = 2 if args.smoke else (3 if args.quick else 5)
     torch.manual_seed(0)
-    try:   # measure cold compiles: inductor's on-disk cache would hide the compile time on reruns
-        import torch._inductor.config as inductor_config
-        inductor_config.fx_graph_cache = False
-    except (ImportError, AttributeError):
-        pass
+    import torch._inductor.config as inductor_config
+    inductor_config.fx_graph_cache = False   # cold compiles: the on-disk cache would hide compile time on reruns
 
     peak = matmul_peak(device, torch.float32, sizes=(256,) if args.smoke else (512, 1024, 2048), repeats=repeats)
     machine = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)",
@@ -278,8 +312,10 @@ def main(argv=None) -> int:
 
     rows: list = []
     profile_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
-    profile_name = "U-Net tiny" if args.smoke else "U-Net cpu (28px, batch 64, channels-last)"
-    step, _, _ = make_step("unet", profile_cfg, 4 if args.smoke else 64, device, True, False, False)
+    profile_name = ("U-Net tiny" if args.smoke else "U-Net cpu (28px, batch 64, channels-last)") + (", compiled" if args.compiled else "")
+    if args.compiled:   # name each of inductor's generated C++ kernels in the profile, not only the graph
+        inductor_config.cpp.enable_kernel_profile = True
+    step, _, _ = make_step("unet", profile_cfg, 4 if args.smoke else 64, device, True, False, args.compiled)
     profile = {"model": profile_name, "ops": profile_step(step, device, steps=1 if args.smoke else 3)}
     for r in profile["ops"]:
         print(f"profile {r['op']:40s} {r['share']:6.1%} {r['ms_per_step']:8.1f} ms/step", flush=True)
@@ -295,22 +331,37 @@ def main(argv=None) -> int:
                   ("dcgan", "DCGAN tiny", dcgan.preset("tiny"), 8), ("vit", "ViT tiny", vit.preset("tiny"), 8)]
     else:
         models = [("unet", "U-Net cpu (28px)", unet.preset("cpu", num_classes=10), 64),
+                  # dropout's random masks are what inductor's generated code does worst on a CPU
+                  ("unet", "U-Net cpu, no dropout", unet.preset("cpu", num_classes=10, dropout=0.0), 64),
                   ("unet", "U-Net cifar (32px)", unet.preset("cifar", num_classes=10), 128 if cuda else 8),
                   ("dcgan", "DCGAN cpu (28px)", dcgan.preset("cpu"), 64), ("vit", "ViT cpu (28px)", vit.preset("cpu"), 128)]
     for kind, name, cfg, batch in models:
         variants = base if kind == "unet" else [v for v in base if not v.get("channels_last") or v.get("amp")]
         if name.startswith("U-Net cifar") and not cuda:
             variants = [{}, {"channels_last": True}]             # the GPU preset, eager only on a CPU
+        if "no dropout" in name:                                 # the default's layout, eager and compiled
+            variants = [v for v in base if v.get("channels_last")]
         bench_train(rows, kind, name, cfg, batch, device, peak, repeats, variants)
         for r in rows[-len(variants):]:
             print(f"train  {name:20s} compile={r['compile']!s:5} amp={r['amp']!s:5} cl={r['channels_last']!s:5} "
                   f"{r['images_per_s']:8.1f} img/s  {r['fraction_of_peak']:.0%} of fp32 peak", flush=True)
-    sample_cfg = unet.preset("tiny") if args.smoke else unet.preset("cpu")
-    bench_sampling(rows, sample_cfg, 4 if args.smoke else 16, device, repeats, (2, 4) if args.smoke else (10, 50))
+    sample_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
+    bench_sampling(rows, sample_cfg, 4 if args.smoke else 16, device, repeats, (2, 4) if args.smoke else (10, 50),
+                   compile_model=compile_rows)
     scale_cfg = unet.preset("tiny", channel_mults=(1, 2, 2)) if args.smoke else unet.preset("cpu", channel_mults=(1, 2, 2))
     bench_scaling(rows, scale_cfg, device, repeats, batches=(2, 4) if args.smoke else (8, 32),
                   sizes=(16, 32) if args.smoke else (32, 64))
 
+    # The peak once more at the end, keeping the better: a busy moment at the start must not
+    # make the models look faster than the machine's peak.
+    peak = max(peak, matmul_peak(device, torch.float32, sizes=(256,) if args.smoke else (512, 1024, 2048), repeats=repeats))
+    machine["peak_fp32_tflops"] = peak / 1e12
+    if cuda:
+        peak_bf16 = max(peak_bf16, matmul_peak(device, torch.bfloat16, sizes=(2048, 4096, 8192), repeats=repeats))
+        machine["peak_bf16_tflops"] = peak_bf16 / 1e12
+    for r in rows:
+        if r["section"] == "train":
+            r["fraction_of_peak"] = r["tflops"] * 1e12 / (peak_bf16 if r["amp"] else peak)
     report = {"machine": machine, "rows": rows, "profile": profile, "command": "python -m minigen.bench" + (" --smoke" if args.smoke else " --quick" if args.quick else "")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

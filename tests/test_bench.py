@@ -54,3 +54,12 @@ def test_smoke_run_writes_consistent_ratios(tmp_path):
     assert "| model | batch | compile |" in (tmp_path / "bench.md").read_text()
     shares = [r["share"] for r in report["profile"]["ops"]]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+
+
+def test_median_times_takes_turns():
+    """Variants are timed in alternation, round by round, so a drift in machine load hits all alike."""
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b"), lambda: calls.append("c")]
+    medians = bench.median_times(fns, torch.device("cpu"), repeats=3, warmup=1)
+    assert calls == ["a", "b", "c"] * 4
+    assert len(medians) == 3 and all(m >= 0 for m in medians)
