@@ -30,12 +30,12 @@ from PIL import Image, UnidentifiedImageError
 
 from minigen.checkpoint import load_checkpoint
 from minigen.cli import run
-from minigen.dcgan import DCGANConfig, Discriminator, Generator
-from minigen.diffusion import SPACINGS, Diffusion
-from minigen.errors import CheckpointError, MinigenError
 from minigen.data import to_float
 from minigen.data.readers import resize_center_crop
+from minigen.dcgan import DCGANConfig, Discriminator, Generator
+from minigen.diffusion import SPACINGS, Diffusion
 from minigen.editing import colour_loss, inpaint, sdedit
+from minigen.errors import CheckpointError, MinigenError
 from minigen.images import save_gif, save_grid, save_strip
 from minigen.latent import slerp
 from minigen.metrics import psnr, ssim
@@ -213,7 +213,7 @@ def edit(args, model, diffusion: Diffusion, classes, device, generator) -> int:
     if args.class_ is None and K and (args.init or args.inpaint):
         raise MinigenError("this model is class-conditional: say which class to draw with --class K")
     labels = torch.full((n,), args.class_, device=device) if K else None
-    common = dict(y=labels, guidance=args.guidance if K else 1.0, null_label=K if K else None)
+    common = {"y": labels, "guidance": args.guidance if K else 1.0, "null_label": K if K else None}
     start = time.perf_counter()
     if args.inpaint:
         image = load_image(args.inpaint, C, (H, W)).to(device)
@@ -375,7 +375,8 @@ def main(argv=None) -> int:
         picks = torch.linspace(0, len(inter["t"]) - 1, min(40, len(inter["t"]))).round().long()
         path = save_gif([inter["x_t"][i] for i in picks.tolist()], out.with_suffix(".gif"))
         print(f"wrote {path}")
-    print(f"{method}: {n} images in {seconds:.2f}s ({n / seconds:.1f} images/s, {seconds / n:.4f} s/image)")
+    print(f"{method}: {n} images in {seconds:.2f}s ({n / seconds:.1f} images/s, {seconds / n:.4f} s/image"
+          + (", including the compilation" if args.compile else "") + ")")
 
     # ---- a walk between two latents -----------------------------------------------------------
     if args.interpolate:

@@ -3,24 +3,29 @@
     python -m minigen.bench                 # the full table, a few minutes on a 2-core CPU
     python -m minigen.bench --quick         # no torch.compile rows, fewer repeats
     python -m minigen.bench --smoke         # seconds: tiny models, checks the arithmetic (tests use it)
+    python -m minigen.bench --profile-only [--compiled]          # where one U-Net step's time goes
+    python -m minigen.bench --unet-only --inductor fallback_random=True   # what a compiler option is worth
 
-Every throughput is a median over repeated runs after warm-up, and every ratio (achieved
-FLOP/s over peak, compiled over eager) is taken within this one run, since shared machines
-are noisy. The peak is measured, not looked up: the best of square fp32 matmuls (and bf16 on
-CUDA) on this device. FLOPs are counted by torch.utils.flop_counter (a multiply-add is 2).
+Every throughput is a median over repeated runs after warm-up, the variants of one model are
+timed in turns (round by round), and every ratio (achieved FLOP/s over peak, compiled over
+eager) is taken within this one run, since shared machines are noisy. The peak is measured,
+not looked up: the fastest square fp32 matmul (and bf16 on CUDA) on this device, at the start
+and again at the end of the run. FLOPs are counted by torch.utils.flop_counter (a multiply-add is 2).
 
 Sections:
     machine    device, threads, torch, measured matmul peak
     train      training-step images/s and achieved FLOP/s for the U-Net, DCGAN and ViT,
                eager vs compiled (with compile time), fp32 vs bf16 (CUDA), NCHW vs channels-last
-    sampling   DDPM / DDIM images/s at several step counts, and the sampler's overhead beyond
-               the network's own forward passes
+    sampling   DDPM / DDIM images/s at several step counts (guidance 3, as sample.py runs a
+               conditional model), DDIM with the network compiled with frozen weights, and the
+               sampler's overhead beyond the network's own forward passes
     scaling    images/s and activation memory (bytes saved for backward) against batch size
                and image size, where attention's quadratic cost shows
 Writes the table as Markdown and JSON to --out (default runs/bench).
 """
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -191,14 +196,15 @@ def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_count
     shape = (batch, cfg.image_channels, *cfg.image_size)
     # As sample.py runs a class-conditional model: guidance 3, so each network call sees 2·batch images.
     y = (torch.arange(batch) % cfg.num_classes).to(device)
-    guided = dict(y=y, guidance=3.0, null_label=cfg.num_classes)
+    guided = {"y": y, "guidance": 3.0, "null_label": cfg.num_classes}
     nets = [("eager", model)]
     if compile_model:
         nets.append(("compiled", torch.compile(model, options={"freezing": True})))
     for sampler in ("ddim", "ddpm"):
         for steps in step_counts:
-            run = lambda net: d.sample(net, shape, sampler=sampler, steps=steps, device=device, progress=False, **guided)
-            loop = median_time(lambda: run(free), device, repeats * 3, warmup=1)
+            def run(net, sampler=sampler, steps=steps):
+                return d.sample(net, shape, sampler=sampler, steps=steps, device=device, progress=False, **guided)
+            loop = median_time(lambda run=run: run(free), device, repeats * 3, warmup=1)
             timed = [(mode, net) for mode, net in nets if mode == "eager" or sampler == "ddim"]  # DDPM: same calls
             firsts = []
             for _, net in timed:
@@ -206,7 +212,7 @@ def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_count
                 run(net)                                         # includes compilation, the first time
                 _sync(device)
                 firsts.append(time.perf_counter() - start)
-            medians = median_times([lambda net=net: run(net) for _, net in timed], device, repeats, warmup=1)
+            medians = median_times([lambda net=net, run=run: run(net) for _, net in timed], device, repeats, warmup=1)
             for (mode, _), first, seconds in zip(timed, firsts, medians):
                 rows.append({"section": "sampling", "model": f"U-Net {cfg.image_size[0]}px, guidance 3", "sampler": sampler,
                              "steps": steps, "batch": batch, "compile": mode == "compiled",
@@ -291,6 +297,11 @@ def main(argv=None) -> int:
                         help="only profile the default U-Net training step (where its time goes)")
     parser.add_argument("--compiled", action="store_true",
                         help="with --profile-only: profile the torch.compile'd step, each generated kernel by name")
+    parser.add_argument("--unet-only", action="store_true",
+                        help="only the default U-Net's training rows (eager and compiled, NCHW and channels-last)")
+    parser.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a torch._inductor.config option for the compiled rows, e.g. fallback_random=True "
+                             "(repeatable): to measure what a compiler setting is worth")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json (default: runs/bench)")
     args = parser.parse_args(argv)
@@ -300,6 +311,11 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     import torch._inductor.config as inductor_config
     inductor_config.fx_graph_cache = False   # cold compiles: the on-disk cache would hide compile time on reruns
+    for option in args.inductor:
+        key, _, value = option.partition("=")
+        if not hasattr(inductor_config, key):
+            parser.error(f"--inductor {option}: torch._inductor.config has no option {key!r}")
+        setattr(inductor_config, key, ast.literal_eval(value))
 
     peak = matmul_peak(device, torch.float32, sizes=(256,) if args.smoke else (512, 1024, 2048), repeats=repeats)
     machine = {"device": torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)",
@@ -311,14 +327,16 @@ def main(argv=None) -> int:
     print(f"machine: {machine}", flush=True)
 
     rows: list = []
-    profile_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
-    profile_name = ("U-Net tiny" if args.smoke else "U-Net cpu (28px, batch 64, channels-last)") + (", compiled" if args.compiled else "")
-    if args.compiled:   # name each of inductor's generated C++ kernels in the profile, not only the graph
-        inductor_config.cpp.enable_kernel_profile = True
-    step, _, _ = make_step("unet", profile_cfg, 4 if args.smoke else 64, device, True, False, args.compiled)
-    profile = {"model": profile_name, "ops": profile_step(step, device, steps=1 if args.smoke else 3)}
-    for r in profile["ops"]:
-        print(f"profile {r['op']:40s} {r['share']:6.1%} {r['ms_per_step']:8.1f} ms/step", flush=True)
+    profile = None
+    if args.profile_only or not args.unet_only:
+        profile_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
+        profile_name = ("U-Net tiny" if args.smoke else "U-Net cpu (28px, batch 64, channels-last)") + (", compiled" if args.compiled else "")
+        if args.compiled:   # name each of inductor's generated C++ kernels in the profile, not only the graph
+            inductor_config.cpp.enable_kernel_profile = True
+        step, _, _ = make_step("unet", profile_cfg, 4 if args.smoke else 64, device, True, False, args.compiled)
+        profile = {"model": profile_name, "ops": profile_step(step, device, steps=1 if args.smoke else 3)}
+        for r in profile["ops"]:
+            print(f"profile {r['op']:40s} {r['share']:6.1%} {r['ms_per_step']:8.1f} ms/step", flush=True)
     if args.profile_only:
         print(markdown({"machine": machine, "rows": [], "profile": profile}))
         return 0
@@ -335,6 +353,8 @@ def main(argv=None) -> int:
                   ("unet", "U-Net cpu, no dropout", unet.preset("cpu", num_classes=10, dropout=0.0), 64),
                   ("unet", "U-Net cifar (32px)", unet.preset("cifar", num_classes=10), 128 if cuda else 8),
                   ("dcgan", "DCGAN cpu (28px)", dcgan.preset("cpu"), 64), ("vit", "ViT cpu (28px)", vit.preset("cpu"), 128)]
+    if args.unet_only:
+        models = models[:1]
     for kind, name, cfg, batch in models:
         variants = base if kind == "unet" else [v for v in base if not v.get("channels_last") or v.get("amp")]
         if name.startswith("U-Net cifar") and not cuda:
@@ -345,12 +365,13 @@ def main(argv=None) -> int:
         for r in rows[-len(variants):]:
             print(f"train  {name:20s} compile={r['compile']!s:5} amp={r['amp']!s:5} cl={r['channels_last']!s:5} "
                   f"{r['images_per_s']:8.1f} img/s  {r['fraction_of_peak']:.0%} of fp32 peak", flush=True)
-    sample_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
-    bench_sampling(rows, sample_cfg, 4 if args.smoke else 16, device, repeats, (2, 4) if args.smoke else (10, 50),
-                   compile_model=compile_rows)
-    scale_cfg = unet.preset("tiny", channel_mults=(1, 2, 2)) if args.smoke else unet.preset("cpu", channel_mults=(1, 2, 2))
-    bench_scaling(rows, scale_cfg, device, repeats, batches=(2, 4) if args.smoke else (8, 32),
-                  sizes=(16, 32) if args.smoke else (32, 64))
+    if not args.unet_only:
+        sample_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
+        bench_sampling(rows, sample_cfg, 4 if args.smoke else 16, device, repeats, (2, 4) if args.smoke else (10, 50),
+                       compile_model=compile_rows)
+        scale_cfg = unet.preset("tiny", channel_mults=(1, 2, 2)) if args.smoke else unet.preset("cpu", channel_mults=(1, 2, 2))
+        bench_scaling(rows, scale_cfg, device, repeats, batches=(2, 4) if args.smoke else (8, 32),
+                      sizes=(16, 32) if args.smoke else (32, 64))
 
     # The peak once more at the end, keeping the better: a busy moment at the start must not
     # make the models look faster than the machine's peak.
@@ -362,7 +383,7 @@ def main(argv=None) -> int:
     for r in rows:
         if r["section"] == "train":
             r["fraction_of_peak"] = r["tflops"] * 1e12 / (peak_bf16 if r["amp"] else peak)
-    report = {"machine": machine, "rows": rows, "profile": profile, "command": "python -m minigen.bench" + (" --smoke" if args.smoke else " --quick" if args.quick else "")}
+    report = {"machine": machine, "rows": rows, "profile": profile, "command": " ".join(["python -m minigen.bench", *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)

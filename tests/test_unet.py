@@ -98,8 +98,8 @@ def test_compiled_network_with_frozen_weights_samples_like_eager():
             p.add_(0.05 * torch.randn_like(p))
     d = Diffusion(make_betas("linear", 100))
     x_T = torch.randn(4, 1, 28, 28)
-    kwargs = dict(sampler="ddim", steps=3, x_T=x_T, y=torch.tensor([0, 1, 2, 0]), guidance=2.0, null_label=3,
-                  progress=False)
+    kwargs = {"sampler": "ddim", "steps": 3, "x_T": x_T, "y": torch.tensor([0, 1, 2, 0]), "guidance": 2.0,
+              "null_label": 3, "progress": False}
     eager = d.sample(model, x_T.shape, **kwargs)
     compiled = d.sample(torch.compile(model, options={"freezing": True}), x_T.shape, **kwargs)
     assert eager.abs().mean() > 0.1                                   # a non-trivial draw
