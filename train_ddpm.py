@@ -50,6 +50,7 @@ class TrainConfig:
     download: bool = False
     flip: bool = False
     preset: str = "cpu"
+    dropout: float | None = None
     steps: int = 1200
     batch_size: int = 64
     lr: float = 1e-3
@@ -80,6 +81,8 @@ class TrainConfig:
 HELP = {
     **DATA_HELP,
     "preset": f"U-Net size: {' | '.join(PRESETS)}",
+    "dropout": "dropout in the U-Net's ResBlocks (default: the preset's, 0.1; 0 trains about 1.1x faster "
+               "on a CPU, README Performance)",
     "steps": "total optimizer steps of the run (a resumed run stops at the same step)",
     "batch_size": "images per step (per process under torchrun)",
     "lr": "peak AdamW learning rate",
@@ -174,8 +177,11 @@ def main(argv=None) -> int:
         + (f"{len(data.classes)} classes (class-conditional)" if conditional else "unconditional"))
 
     # ---- model, diffusion, optimizer, EMA ---------------------------------------------------
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise MinigenError(f"--dropout {cfg.dropout}: must be in [0, 1)")
     model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W),
-                       num_classes=len(data.classes) if conditional else 0)
+                       num_classes=len(data.classes) if conditional else 0,
+                       **({"dropout": cfg.dropout} if cfg.dropout is not None else {}))
     model = UNet(model_cfg).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)

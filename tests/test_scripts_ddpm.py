@@ -171,3 +171,13 @@ def test_two_process_ddp_training_on_cpu(tmp_path):
     assert load_checkpoint(out / "last.pt")["step"] == 4
     assert sorted(p.name for p in out.iterdir()) == ["forward.png", "last.pt", "metrics.jsonl", "reverse.png",
                                                     "samples.png"]
+
+
+def test_dropout_flag_reaches_the_saved_config_and_bad_values_fail_in_one_line(tmp_path, capsys):
+    assert preset("tiny").dropout == 0.0                  # so 0.3 below can only come from the flag
+    code = train_ddpm.run(train_ddpm.main, [*TINY, "--dropout", "0.3", "--steps", "1", "--sample-every", "0",
+                                            "--out", str(tmp_path / "a")])
+    assert code == 0
+    assert load_checkpoint(tmp_path / "a" / "last.pt")["config"]["dropout"] == 0.3
+    code = train_ddpm.run(train_ddpm.main, [*TINY, "--dropout", "1.5", "--steps", "1", "--out", str(tmp_path / "b")])
+    assert code == 2 and "--dropout 1.5: must be in [0, 1)" in capsys.readouterr().err
