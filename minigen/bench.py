@@ -253,24 +253,22 @@ def profile_step(step, device, steps: int = 3, top: int = 12) -> list[dict]:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    yes = lambda flag: "yes" if flag else "no"
     out = [f"Device: {m['device']}, {m['threads']} threads, torch {m['torch']}. Measured matmul peak: "
            f"fp32 {m['peak_fp32_tflops']:.3f} TFLOP/s" + (f", bf16 {m['peak_bf16_tflops']:.3f} TFLOP/s" if m.get("peak_bf16_tflops") else "") + ".", ""]
     train = [r for r in report["rows"] if r["section"] == "train"]
     if train:
         out += ["| model | batch | compile | bf16 | channels-last | images/s | achieved TFLOP/s | of peak (its dtype) | compile s |",
                 "|---|---|---|---|---|---|---|---|---|"]
-        out += [f"| {r['model']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | {'yes' if r['amp'] else 'no'} | "
-                f"{'yes' if r['channels_last'] else 'no'} | {r['images_per_s']:.1f} | {r['tflops']:.4f} | "
-                f"{r['fraction_of_peak']:.0%} | {r['compile_s']:.0f} |" if r["compile_s"] is not None else
-                f"| {r['model']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | {'yes' if r['amp'] else 'no'} | "
-                f"{'yes' if r['channels_last'] else 'no'} | {r['images_per_s']:.1f} | {r['tflops']:.4f} | "
-                f"{r['fraction_of_peak']:.0%} | - |" for r in train]
+        out += [f"| {r['model']} | {r['batch']} | {yes(r['compile'])} | {yes(r['amp'])} | {yes(r['channels_last'])} | "
+                f"{r['images_per_s']:.1f} | {r['tflops']:.4f} | {r['fraction_of_peak']:.0%} | "
+                f"{'-' if r['compile_s'] is None else format(r['compile_s'], '.0f')} |" for r in train]
         out.append("")
     sampling = [r for r in report["rows"] if r["section"] == "sampling"]
     if sampling:
         out += ["| sampler | steps | batch | compiled | images/s | network s | total s | sampler's own share (loop, schedule, noise) | first run s |",
                 "|---|---|---|---|---|---|---|---|---|"]
-        out += [f"| {r['sampler']} ({r['model']}) | {r['steps']} | {r['batch']} | {'yes' if r['compile'] else 'no'} | "
+        out += [f"| {r['sampler']} ({r['model']}) | {r['steps']} | {r['batch']} | {yes(r['compile'])} | "
                 f"{r['images_per_s']:.2f} | {r['network_s']:.3f} | {r['total_s']:.3f} | {r['overhead']:.1%} | "
                 f"{r['first_run_s']:.1f} |" for r in sampling]
         out.append("")
