@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
 from minigen.cli import DATA_HELP, add_config_args, config_from_args, resumed_config, run
@@ -36,7 +35,7 @@ from minigen.errors import MinigenError
 from minigen.images import save_grid, save_strip
 from minigen.lr import warmup_cosine
 from minigen.runlog import MetricsLog
-from minigen.runtime import GracefulStop, count_flops, pick_device, resident_memory_mib, seed_everything
+from minigen.runtime import GracefulStop, count_flops, pick_device, progress_bar, resident_memory_mib, seed_everything
 from minigen.schedules import make_betas
 from minigen.unet import PRESETS, UNet, count_parameters, preset
 
@@ -233,12 +232,12 @@ def main(argv=None) -> int:
     # ---- training loop --------------------------------------------------------------------
     end_step = cfg.steps if cfg.stop_after is None else min(cfg.steps, start_step + cfg.stop_after)
     step = start_step
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="train", disable=not main_process, dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, initial=start_step, desc="train", disable=not main_process, dynamic_ncols=True)
     tick, seen = time.perf_counter(), 0
     # Ctrl-C asks to stop: the current step finishes, a checkpoint is saved, and the run ends.
     # A second Ctrl-C stops at once (the last saved checkpoint stays as it was).
     try:
-        with GracefulStop(say=tqdm.write if main_process else None) as stop:
+        with GracefulStop(say=bar.write if main_process else None) as stop:
             while step < end_step:
                 model.train()
                 idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed, rank, world)

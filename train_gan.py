@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
 from minigen.cli import DATA_HELP, add_config_args, config_from_args, resumed_config, run
@@ -45,7 +44,7 @@ from minigen.ema import EMA
 from minigen.errors import MinigenError
 from minigen.images import save_grid
 from minigen.runlog import MetricsLog
-from minigen.runtime import GracefulStop, count_flops, pick_device, seed_everything
+from minigen.runtime import GracefulStop, count_flops, pick_device, progress_bar, seed_everything
 from minigen.unet import count_parameters
 
 
@@ -199,10 +198,10 @@ def main(argv=None) -> int:
     # ---- training loop --------------------------------------------------------------------
     step, d_low_since = start_step, None
     end_step = cfg.steps if cfg.stop_after is None else min(cfg.steps, start_step + cfg.stop_after)
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True)
     tick, seen = time.perf_counter(), 0
     try:
-        with GracefulStop(say=tqdm.write) as stop:
+        with GracefulStop(say=bar.write) as stop:
             while step < end_step:
                 G.train(), D.train()
                 idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
@@ -248,7 +247,7 @@ def main(argv=None) -> int:
                 if loss_d.item() < D_COLLAPSE_LOSS:
                     d_low_since = step if d_low_since is None else d_low_since
                     if step - d_low_since == D_COLLAPSE_STEPS:
-                        tqdm.write(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {D_COLLAPSE_STEPS} steps "
+                        bar.write(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {D_COLLAPSE_STEPS} steps "
                                    f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
                                    "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
                 else:
@@ -266,7 +265,7 @@ def main(argv=None) -> int:
                 if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
                     diversity = fixed_samples(step)
                     if step >= DIVERSITY_FROM and diversity < DIVERSITY_FLOOR * real_diversity:
-                        tqdm.write(f"warning: possible mode collapse at step {step}: fixed-noise samples are "
+                        bar.write(f"warning: possible mode collapse at step {step}: fixed-noise samples are "
                                    f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
                                    f"({diversity / real_diversity:.0%})")
                 if step % cfg.ckpt_every == 0 and step < end_step:

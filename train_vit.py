@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from minigen.checkpoint import save_checkpoint
 from minigen.cli import DATA_HELP, add_config_args, config_from_args, run
@@ -33,7 +32,7 @@ from minigen.errors import MinigenError
 from minigen.images import save_grid
 from minigen.lr import warmup_cosine
 from minigen.runlog import MetricsLog
-from minigen.runtime import GracefulStop, count_flops, pick_device, seed_everything
+from minigen.runtime import GracefulStop, count_flops, pick_device, progress_bar, seed_everything
 from minigen.schedules import make_betas
 from minigen.unet import count_parameters
 from minigen.vit import PRESETS, ViT, preset
@@ -155,9 +154,9 @@ def main(argv=None) -> int:
                                       "test_accuracy": accuracy})
 
     # ---- training loop --------------------------------------------------------------------
-    bar = tqdm(total=cfg.steps, desc="train", dynamic_ncols=True)
+    bar = progress_bar(total=cfg.steps, desc="train", dynamic_ncols=True)
     tick, seen, step = time.perf_counter(), 0, 0
-    with GracefulStop(say=tqdm.write) as stop:
+    with GracefulStop(say=bar.write) as stop:
         while step < cfg.steps:
             model.train()
             x, y = train.batch(batch_indices(step, len(train), cfg.batch_size, cfg.seed), flip=cfg.flip)
@@ -183,7 +182,7 @@ def main(argv=None) -> int:
                 log.write(step, loss=loss.item(), lr=scheduler.get_last_lr()[0], images_per_s=images_per_s)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 accuracy = evaluate(model, test, device, limit=2000)
-                tqdm.write(f"step {step}: test accuracy {accuracy:.2%} (first 2,000 test images)")
+                bar.write(f"step {step}: test accuracy {accuracy:.2%} (first 2,000 test images)")
                 log.write(step, test_accuracy_2k=accuracy)
             if stop.asked:
                 break

@@ -22,7 +22,8 @@ higher-order solvers (DPM-Solver, Heun); DDIM with η = 0 is the deterministic s
 """
 
 import torch
-from tqdm import tqdm
+
+from .runtime import progress_bar
 
 PREDICTIONS = ("eps", "x0", "v")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -267,7 +268,7 @@ class Diffusion:
         x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T.to(device)
         ts = list(timesteps) if timesteps is not None else self.timesteps(steps or self.T, spacing).tolist()
         record = {"t": [], "x_t": [], "x0_pred": []}
-        for i, t in enumerate(tqdm(ts, desc=f"{sampler} {len(ts)} steps", disable=not progress, leave=False)):
+        for i, t in enumerate(progress_bar(ts, desc=f"{sampler} {len(ts)} steps", disable=not progress, leave=False)):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             bt = self._batch_t(t, x)
             if loss_fn is not None and loss_scale:
@@ -320,7 +321,7 @@ class Diffusion:
         ts = self.timesteps(steps or self.T, spacing).flip(0).tolist()    # ascending
         x = x0
         levels = [-1] + ts
-        for s, t in tqdm(list(zip(levels[:-1], levels[1:])), desc="ddim inversion", disable=not progress, leave=False):
+        for s, t in progress_bar(list(zip(levels[:-1], levels[1:])), desc="ddim inversion", disable=not progress, leave=False):
             bt = self._batch_t(t, x)
             ab_t, ab_s = self.alpha_bar_at(t), self.alpha_bar_at(s)
             c = (1 - ab_s) ** 0.5 - (ab_s / ab_t) ** 0.5 * (1 - ab_t) ** 0.5

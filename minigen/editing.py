@@ -19,9 +19,9 @@ of `jump_length` steps `resample` times, which is its schedule with one jump siz
 """
 
 import torch
-from tqdm import tqdm
 
 from .diffusion import Diffusion
+from .runtime import progress_bar
 
 
 def inpaint(d: Diffusion, model, x0: torch.Tensor, keep: torch.Tensor, steps: int | None = None,
@@ -56,7 +56,7 @@ def inpaint(d: Diffusion, model, x0: torch.Tensor, keep: torch.Tensor, steps: in
 
     x = noise()
     blocks = [ts[i:i + jump_length + 1] for i in range(0, len(ts) - 1, jump_length)]   # overlapping ends
-    bar = tqdm(total=sum(len(b) - 1 for b in blocks) * resample, desc="inpaint", disable=not progress, leave=False)
+    bar = progress_bar(total=sum(len(b) - 1 for b in blocks) * resample, desc="inpaint", disable=not progress, leave=False)
     with torch.no_grad():
         for block in blocks:
             for r in range(resample):

@@ -16,7 +16,7 @@ from minigen.ema import EMA
 from minigen.images import save_grid, save_gif, save_strip
 from minigen.lr import warmup_cosine
 from minigen.runlog import MetricsLog, read_log
-from minigen.runtime import pick_device, seed_everything
+from minigen.runtime import pick_device, progress_bar, seed_everything
 
 
 def test_ema_two_steps_by_hand():
@@ -108,3 +108,17 @@ def test_data_cli_shows_a_grid_and_fails_in_one_line(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "no such folder" in bad.stderr
+
+
+def test_progress_bar_redraws_rarely_into_a_log_file_and_often_on_a_terminal():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, terminal = io.StringIO(), Terminal()
+    assert progress_bar(range(3), file=log).mininterval == 30.0
+    assert progress_bar(range(3), file=terminal).mininterval == 0.1          # tqdm's own default
+    assert progress_bar(range(3), file=log, mininterval=1.0).mininterval == 1.0   # an explicit choice stays
+    assert list(progress_bar(range(3), file=log)) == [0, 1, 2]
