@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
-from minigen.cli import DATA_HELP, add_config_args, config_from_args, resumed_config, run
+from minigen.cli import DATA_HELP, DataConfig, add_config_args, config_from_args, resumed_config, run
 from minigen.data import batch_indices, load_dataset
 from minigen.diffusion import Diffusion
 from minigen.ema import EMA
@@ -41,13 +41,7 @@ from minigen.unet import PRESETS, UNet, count_parameters, preset
 
 
 @dataclass
-class TrainConfig:
-    dataset: str = "glyphs"
-    image_size: int | None = None
-    channels: int | None = None
-    data_root: str | None = None
-    download: bool = False
-    flip: bool = False
+class TrainConfig(DataConfig):        # dataset, image_size, channels, data_root, download, flip
     preset: str = "cpu"
     dropout: float | None = None
     steps: int = 1200
@@ -143,7 +137,7 @@ def main(argv=None) -> int:
         backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
         dist.init_process_group(backend)
         if backend == "nccl":
-            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(cfg.device)
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))

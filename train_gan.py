@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from minigen.checkpoint import load_checkpoint, restore, save_checkpoint
-from minigen.cli import DATA_HELP, add_config_args, config_from_args, resumed_config, run
+from minigen.cli import DATA_HELP, DataConfig, add_config_args, config_from_args, resumed_config, run
 from minigen.data import batch_indices, load_dataset
 from minigen.dcgan import PRESETS, SIZES, Discriminator, Generator, discriminator_targets, preset
 from minigen.diffaug import diff_augment
@@ -49,13 +49,7 @@ from minigen.unet import count_parameters
 
 
 @dataclass
-class GANTrainConfig:
-    dataset: str = "glyphs"
-    image_size: int | None = None
-    channels: int | None = None
-    data_root: str | None = None
-    download: bool = False
-    flip: bool = False
+class GANTrainConfig(DataConfig):        # dataset, image_size, channels, data_root, download, flip
     preset: str = "cpu"
     steps: int = 5000
     batch_size: int = 64

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from minigen.checkpoint import save_checkpoint
-from minigen.cli import DATA_HELP, add_config_args, config_from_args, run
+from minigen.cli import DATA_HELP, DataConfig, add_config_args, config_from_args, run
 from minigen.data import batch_indices, load_dataset
 from minigen.diffaug import translation
 from minigen.diffusion import Diffusion
@@ -39,13 +39,7 @@ from minigen.vit import PRESETS, ViT, preset
 
 
 @dataclass
-class ViTTrainConfig:
-    dataset: str = "glyphs"
-    image_size: int | None = None
-    channels: int | None = None
-    data_root: str | None = None
-    download: bool = False
-    flip: bool = False
+class ViTTrainConfig(DataConfig):        # dataset, image_size, channels, data_root, download, flip
     shift: float = 0.07
     preset: str = "cpu"
     steps: int = 3500
@@ -120,8 +114,8 @@ def main(argv=None) -> int:
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
-    kw = dict(root=cfg.data_root, size=cfg.image_size, channels=cfg.channels, seed=cfg.seed,
-              download_missing=cfg.download)
+    kw = {"root": cfg.data_root, "size": cfg.image_size, "channels": cfg.channels, "seed": cfg.seed,
+          "download_missing": cfg.download}
     train = load_dataset(cfg.dataset, "train", **kw)
     test = load_dataset(cfg.dataset, "test", **kw) if not cfg.dataset.startswith("folder:") else None
     if test is None:   # a folder has one split: hold out every 10th image

@@ -13,7 +13,18 @@ import typing
 from .errors import MinigenError
 
 
-# Help for the data flags every training script shares (its config dataclass lists the fields).
+@dataclasses.dataclass
+class DataConfig:
+    """The data settings every training script shares; its config dataclass extends this one."""
+    dataset: str = "glyphs"
+    image_size: int | None = None
+    channels: int | None = None
+    data_root: str | None = None
+    download: bool = False
+    flip: bool = False
+
+
+# Help for the data flags, one per field of DataConfig.
 DATA_HELP = {
     "dataset": "glyphs | shapes | mnist | fashion | cifar10 | folder:PATH",
     "image_size": "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)",
