@@ -242,8 +242,8 @@ def main(argv=None) -> int:
                     d_low_since = step if d_low_since is None else d_low_since
                     if step - d_low_since == D_COLLAPSE_STEPS:
                         bar.write(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {D_COLLAPSE_STEPS} steps "
-                                   f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
-                                   "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
+                                  f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
+                                  "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
                 else:
                     d_low_since = None
 
@@ -260,8 +260,8 @@ def main(argv=None) -> int:
                     diversity = fixed_samples(step)
                     if step >= DIVERSITY_FROM and diversity < DIVERSITY_FLOOR * real_diversity:
                         bar.write(f"warning: possible mode collapse at step {step}: fixed-noise samples are "
-                                   f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
-                                   f"({diversity / real_diversity:.0%})")
+                                  f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
+                                  f"({diversity / real_diversity:.0%})")
                 if step % cfg.ckpt_every == 0 and step < end_step:
                     checkpoint(step)
                 if stop.asked:
