@@ -30,15 +30,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigen.checkpoint import load_checkpoint
+from minigen import pipelines
 from minigen.cli import run
 from minigen.data import load_dataset
+from minigen.device import pick_device, seed_everything
+from minigen.diffusion import SamplerConfig
 from minigen.errors import MinigenError
-from minigen.metrics import accuracy, frechet_distance_of, inception_score, precision_recall
-from minigen.runtime import pick_device, seed_everything
-from minigen.vit import ViT, ViTConfig
-from minigen.vit import preset as vit_preset
-from sample import gan_samples, load_ddpm, load_gan
+from minigen.evaluation.metrics import accuracy, frechet_distance_of, inception_score, precision_recall
+from minigen.models.vit import ViT, ViTConfig
+from minigen.models.vit import preset as vit_preset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,16 +97,14 @@ def main(argv=None) -> int:
         raise MinigenError(f"-n {args.n}: at least 10 samples per row are needed for the statistics")
 
     # ---- the judge and the real data ---------------------------------------------------------
-    state = load_checkpoint(args.judge, kind="vit")
-    judge = ViT(ViTConfig(**state["config"]))
-    judge.load_state_dict(state["model"])
-    judge = judge.to(device).eval()
-    train_cfg = state["extra"]["train"]
-    kw = dict(root=train_cfg["data_root"], size=train_cfg["image_size"], channels=train_cfg["channels"])
-    train = load_dataset(train_cfg["dataset"], "train", **kw)
-    test = load_dataset(train_cfg["dataset"], "test", **kw)
+    judge_pipe = pipelines.load(args.judge, device, kind="vit")
+    judge, data = judge_pipe.network, judge_pipe.data
+    kw = dict(root=data["data_root"], size=data["image_size"], channels=data["channels"])
+    train = load_dataset(data["dataset"], "train", **kw)
+    test = load_dataset(data["dataset"], "test", **kw)
     K = judge.config.num_classes
-    print(f"judge: ViT trained on {train_cfg['dataset']} ({state['extra'].get('test_accuracy', 0):.2%} test accuracy)")
+    trained = f"{judge_pipe.test_accuracy:.2%} test accuracy" if judge_pipe.test_accuracy is not None else "accuracy not measured"
+    print(f"judge: ViT trained on {data['dataset']} ({trained})")
     n = args.n
     labels = torch.arange(n) % K                                     # class-balanced requests
     real_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:max(n, 2000)]
@@ -134,13 +132,12 @@ def main(argv=None) -> int:
 
     # ---- the GAN -----------------------------------------------------------------------------
     if args.gan:
-        G, D, _ = load_gan(load_checkpoint(args.gan, kind="gan"), device)
-        if (G.config.image_channels, G.config.image_size) != (train.shape[0], train.shape[1]):
-            raise MinigenError(f"{args.gan}: makes {G.config.image_channels}x{G.config.image_size} images, the judge's "
+        gan = pipelines.load(args.gan, device, kind="gan")
+        if gan.image_shape != train.shape:
+            raise MinigenError(f"{args.gan}: makes {'x'.join(map(str, gan.image_shape))} images, the judge's "
                                f"data is {'x'.join(map(str, train.shape))}")
         seed_everything(args.seed)
-        draw = lambda: gan_samples(G, D, labels if G.config.num_classes else None, n,
-                                   torch.Generator(device=device).manual_seed(args.seed), device, None)[0]
+        draw = lambda: gan.sample(labels, n, torch.Generator(device=device).manual_seed(args.seed))[0]
         times = []
         for _ in range(5):                          # a GAN draws in milliseconds: take the median of 5
             start = time.perf_counter()
@@ -150,18 +147,16 @@ def main(argv=None) -> int:
 
     # ---- the diffusion model at several step counts and guidance scales ------------------
     if args.ddpm:
-        model, diffusion, _ = load_ddpm(load_checkpoint(args.ddpm, kind="ddpm"), device)
-        Kd = model.config.num_classes
+        pipe = pipelines.load(args.ddpm, device, kind="ddpm")
         runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
         guidances = [float(w) for w in args.guidance.split(",")]
         runs += [("ddim", int(s), w) for s in args.ddim_steps.split(",") for w in guidances]
         for sampler, steps, w in runs:
             m = (args.ddpm_n or n) if sampler == "ddpm" else n
+            generator = torch.Generator(device=device).manual_seed(args.seed)
             start = time.perf_counter()
-            x = diffusion.sample(model, (m, *train.shape), sampler=sampler, steps=steps,
-                                 generator=torch.Generator(device=device).manual_seed(args.seed), device=device,
-                                 y=labels[:m].to(device) if Kd else None, guidance=w if Kd else 1.0,
-                                 null_label=Kd if Kd else None, progress=True)
+            x = SamplerConfig(sampler, steps).sample(pipe.denoiser(w), pipe.noise(m, generator),
+                                                     cond=pipe.condition(labels[:m]), generator=generator)
             measure(f"{sampler.upper()} {steps} steps, w={w:g}", x.cpu(), labels[:m], time.perf_counter() - start)
 
     # ---- report -------------------------------------------------------------------------------

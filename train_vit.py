@@ -10,12 +10,12 @@ samples, and its penultimate features for Fréchet distance and precision/recall
 
 Writes into --out (default runs/vit): last.pt (with the test accuracy), metrics.jsonl and
 attention.png (test images, and where the [CLS] token looks in each layer).
+Ctrl-C saves a checkpoint and stops; --resume continues; torchrun runs it on several processes.
 """
 
 import argparse
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,61 +23,38 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigen.checkpoint import save_checkpoint
-from minigen.cli import DATA_HELP, DataConfig, add_config_args, config_from_args, run
-from minigen.data import batch_indices, load_dataset
-from minigen.diffaug import translation
-from minigen.diffusion import Diffusion
+from minigen.cli import add_config_args, config_from_args, run, setting
+from minigen.data import DataConfig, batch_indices, folder_path, load_dataset
+from minigen.device import seed_everything
+from minigen.diffusion import Diffusion, DiffusionConfig
+from minigen.diffusion.schedules import NAMES as SCHEDULES
 from minigen.errors import MinigenError
+from minigen.evaluation.cost import count_flops, count_parameters
 from minigen.images import save_grid
-from minigen.lr import warmup_cosine
-from minigen.runlog import MetricsLog
-from minigen.runtime import GracefulStop, count_flops, pick_device, progress_bar, seed_everything
-from minigen.schedules import make_betas
-from minigen.unet import count_parameters
-from minigen.vit import PRESETS, ViT, preset
+from minigen.models.vit import PRESETS, ViT, preset
+from minigen.training.diffaug import translation
+from minigen.training.lifecycle import Run, RunConfig
+from minigen.training.lr import warmup_cosine
 
 
 @dataclass
-class ViTTrainConfig(DataConfig):        # dataset, image_size, channels, data_root, download, flip
-    shift: float = 0.07
-    preset: str = "cpu"
-    steps: int = 3500
-    batch_size: int = 128
-    lr: float = 1e-3
-    warmup: int = 200
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    noisy: bool = False
-    noise_schedule: str = "linear"
-    noise_T: int = 1000
-    seed: int = 0
-    out: str = "runs/vit"
-    device: str | None = None
-    eval_every: int = 1000
-    log_every: int = 20
-
-
-HELP = {
-    **DATA_HELP,
-    "shift": "random translation of training images by up to this fraction of their size (0: off)",
-    "preset": f"ViT size: {' | '.join(PRESETS)}",
-    "steps": "optimizer steps",
-    "batch_size": "images per step",
-    "lr": "peak AdamW learning rate",
-    "warmup": "linear warm-up steps, then cosine decay to 0",
-    "weight_decay": "AdamW weight decay",
-    "label_smoothing": "cross-entropy label smoothing (Szegedy et al. 2016)",
-    "noisy": "train on images noised by the diffusion forward process at random t, for classifier "
-             "guidance (Dhariwal & Nichol 2021): sample.py --classifier OUT/last.pt",
-    "noise_schedule": "β schedule of the noising with --noisy: match the diffusion model's",
-    "noise_T": "number of diffusion steps of the noising with --noisy: match the diffusion model's",
-    "seed": "random seed",
-    "out": "output folder (the checkpoint goes to OUT/last.pt)",
-    "device": "cpu | cuda | mps (default: the best available)",
-    "eval_every": "measure accuracy on 2,000 test images every N steps",
-    "log_every": "append a line to OUT/metrics.jsonl every N steps",
-}
+class ViTTrainConfig(DataConfig, RunConfig):
+    shift: float = setting(0.07, "random translation of training images by up to this fraction of their size (0: off)")
+    preset: str = setting("cpu", "ViT size", choices=PRESETS)
+    steps: int = setting(3500, "optimizer steps", runtime=True)
+    batch_size: int = setting(128, "images per step (per process under torchrun)")
+    lr: float = setting(1e-3, "peak AdamW learning rate")
+    warmup: int = setting(200, "linear warm-up steps, then cosine decay to 0")
+    weight_decay: float = setting(0.05, "AdamW weight decay")
+    label_smoothing: float = setting(0.1, "cross-entropy label smoothing (Szegedy et al. 2016)")
+    noisy: bool = setting(False, "train on images noised by the diffusion forward process at random t, for classifier "
+                                 "guidance (Dhariwal & Nichol 2021): sample.py --classifier OUT/last.pt")
+    noise_schedule: str = setting("linear", "β schedule of the noising with --noisy: match the diffusion model's",
+                                  choices=SCHEDULES)
+    noise_T: int = setting(1000, "number of diffusion steps of the noising with --noisy: match the diffusion model's")
+    out: str = setting("runs/vit", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
+    eval_every: int = setting(1000, "measure accuracy on 2,000 test images every N steps", runtime=True)
+    log_every: int = setting(20, "append a line to OUT/metrics.jsonl every N steps", runtime=True)
 
 
 @torch.no_grad()
@@ -107,17 +84,16 @@ def attention_picture(model, data, device, path: Path, n: int = 8) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, ViTTrainConfig, HELP, {"preset": list(PRESETS), "noise_schedule": ["linear", "cosine", "sigmoid"]})
-    cfg = config_from_args(ViTTrainConfig, parser.parse_args(argv))
-    device, reason = pick_device(cfg.device)
-    print(f"device: {reason}")
+    add_config_args(parser, ViTTrainConfig)
+    run_ = Run(config_from_args(ViTTrainConfig, parser.parse_args(argv)), kind="vit")
+    cfg, device, say = run_.cfg, run_.device, run_.say
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
     kw = {"root": cfg.data_root, "size": cfg.image_size, "channels": cfg.channels, "seed": cfg.seed,
-          "download_missing": cfg.download}
+          "download_missing": cfg.download and run_.main}
     train = load_dataset(cfg.dataset, "train", **kw)
-    test = load_dataset(cfg.dataset, "test", **kw) if not cfg.dataset.startswith("folder:") else None
+    test = load_dataset(cfg.dataset, "test", **kw) if folder_path(cfg.dataset) is None else None
     if test is None:   # a folder has one split: hold out every 10th image
         held = torch.arange(len(train)) % 10 == 0
         test = dataclasses.replace(train, images=train.images[held], labels=train.labels[held])
@@ -125,35 +101,29 @@ def main(argv=None) -> int:
     C, H, W = train.shape
     if len(train.classes) < 2:
         raise MinigenError(f"{cfg.dataset} has one class; a classifier needs at least two (use subfolders)")
-    print(f"data: {cfg.dataset}, {len(train)} train / {len(test)} test images of {C}x{H}x{W}, {len(train.classes)} classes")
+    say(f"data: {cfg.dataset}, {len(train)} train / {len(test)} test images of {C}x{H}x{W}, {len(train.classes)} classes")
 
     # ---- model, optimizer -----------------------------------------------------------------
     model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(train.classes),
                        time_conditioned=cfg.noisy)
     model = ViT(model_cfg).to(device)
     flops = count_flops(model, torch.zeros(1, C, H, W, device=device))
-    print(f"model: ViT '{cfg.preset}', {count_parameters(model) / 1e6:.2f}M parameters, "
-          f"{flops / 1e6:.1f} MFLOP per image; {model.grid[0] * model.grid[1]} patches of {model_cfg.patch_size}x{model_cfg.patch_size}")
-    print(f"config: {dataclasses.asdict(cfg)}")
+    say(f"model: ViT '{cfg.preset}', {count_parameters(model) / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP per "
+        f"image; {model.grid[0] * model.grid[1]} patches of {model_cfg.patch_size}x{model_cfg.patch_size}")
+    say(f"config: {dataclasses.asdict(cfg)}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
-    out_dir = Path(cfg.out)
-    log = MetricsLog(out_dir / "metrics.jsonl")
-    noising = Diffusion(make_betas(cfg.noise_schedule, cfg.noise_T)) if cfg.noisy else None
-
-    def checkpoint(step: int, accuracy: float | None) -> Path:
-        return save_checkpoint(out_dir / "last.pt", kind="vit", config=model_cfg, model=model, step=step,
-                               optimizer=optimizer, scheduler=scheduler,
-                               extra={"train": dataclasses.asdict(cfg), "classes": list(train.classes),
-                                      "test_accuracy": accuracy})
+    noising = Diffusion.from_config(DiffusionConfig(cfg.noise_schedule, cfg.noise_T)) if cfg.noisy else None
+    extra = {"classes": list(train.classes), "test_accuracy": None}
+    run_.attach(model, model_cfg, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    net = run_.wrap(model)
 
     # ---- training loop --------------------------------------------------------------------
-    bar = progress_bar(total=cfg.steps, desc="train", dynamic_ncols=True)
-    tick, seen, step = time.perf_counter(), 0, 0
-    with GracefulStop(say=bar.write) as stop:
-        while step < cfg.steps:
+    with run_:
+        for step in run_.steps():
             model.train()
-            x, y = train.batch(batch_indices(step, len(train), cfg.batch_size, cfg.seed), flip=cfg.flip)
+            x, y = train.batch(batch_indices(step, len(train), cfg.batch_size, cfg.seed, run_.rank, run_.world),
+                               flip=cfg.flip)
             x, y = x.to(device), y.to(device)
             if cfg.shift:
                 x = translation(x, cfg.shift)                               # light augmentation
@@ -161,35 +131,32 @@ def main(argv=None) -> int:
             if noising is not None:                                         # x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε
                 t = torch.randint(0, noising.T, (len(x),), device=device)
                 x = noising.q_sample(x, t)
-            loss = F.cross_entropy(model(x, t), y, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(net(x, t), y, label_smoothing=cfg.label_smoothing)
+            run_.check_finite("try a lower --lr", loss=loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step += 1
-            seen += len(x)
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                now = time.perf_counter()
-                images_per_s, tick, seen = seen / (now - tick), now, 0
-                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{images_per_s:.0f}")
-                log.write(step, loss=loss.item(), lr=scheduler.get_last_lr()[0], images_per_s=images_per_s)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            if run_.due(cfg.log_every):
+                run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0])
+            if run_.main and run_.due(cfg.eval_every, last=False):
                 accuracy = evaluate(model, test, device, limit=2000)
-                bar.write(f"step {step}: test accuracy {accuracy:.2%} (first 2,000 test images)")
-                log.write(step, test_accuracy_2k=accuracy)
-            if stop.asked:
-                break
-    bar.close()
+                say(f"step {step + 1}: test accuracy {accuracy:.2%} (first 2,000 test images)")
+                run_.log_file.write(step + 1, test_accuracy_2k=accuracy)
+    if not run_.completed:
+        run_.close()
+        return run_.exit_code
 
     # ---- test accuracy, checkpoint, attention maps ------------------------------------------
-    accuracy = evaluate(model, test, device)
-    log.write(step, test_accuracy=accuracy)
-    path = checkpoint(step, accuracy)
-    picture = attention_picture(model, test, device, out_dir / "attention.png")
-    print(f"test accuracy {accuracy:.2%} on {len(test)} images after {step} steps")
-    print(f"wrote {path} and {picture}")
-    return 130 if stop.asked else 0
+    if run_.main:
+        extra["test_accuracy"] = accuracy = evaluate(model, test, device)
+        run_.log_file.write(run_.step, test_accuracy=accuracy)
+        path = run_.save()
+        picture = attention_picture(model, test, device, run_.out / "attention.png", n=min(8, len(test)))
+        say(f"test accuracy {accuracy:.2%} on {len(test)} images after {run_.step} steps")
+        say(f"wrote {path} and {picture}")
+    run_.close()
+    return 0
 
 
 if __name__ == "__main__":

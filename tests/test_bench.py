@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from minigen import bench
+from minigen.evaluation import bench
 
 
 def test_train_step_flops_of_a_linear_layer():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from minigen.checkpoint import check_config, load_checkpoint, restore, save_checkpoint
-from minigen.ema import EMA
+from minigen.training.checkpoint import check_config, load_checkpoint, restore, save_checkpoint
+from minigen.training.ema import EMA
 from minigen.errors import CheckpointError
-from minigen.lr import warmup_cosine
+from minigen.training.lr import warmup_cosine
 
 
 @dataclass

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigen.checkpoint import load_checkpoint
-from minigen.dcgan import SIZES, Discriminator, Generator, preset
-from minigen.diffaug import cutout, diff_augment, translation
-from minigen.latent import slerp
+from minigen.training.checkpoint import load_checkpoint
+from minigen.models.dcgan import SIZES, Discriminator, Generator, preset
+from minigen.training.diffaug import cutout, diff_augment, translation
+from minigen.interpolation import slerp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,7 @@ def test_train_gan_end_to_end_with_resume_and_sampling(tmp_path):
 
 def test_discriminator_targets_smooth_reals_and_flip_a_few():
     """Real targets are 0.9, fake 0; with flip probability p about p of the pairs are swapped."""
-    from minigen.dcgan import discriminator_targets
+    from minigen.models.dcgan import discriminator_targets
     real, fake = discriminator_targets(8, 0.9, 0.0)
     assert torch.all(real == 0.9) and torch.all(fake == 0)
     real, fake = discriminator_targets(20000, 0.9, 0.1, generator=torch.Generator().manual_seed(0))

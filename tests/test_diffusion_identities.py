@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minigen.diffusion import Diffusion
-from minigen.schedules import make_betas
+from minigen.diffusion.schedules import make_betas
 
 SCHEDULES = ["linear", "cosine", "sigmoid"]
 

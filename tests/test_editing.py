@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from minigen.diffusion import Diffusion
-from minigen.editing import colour_loss, inpaint, sdedit
-from minigen.metrics import psnr, ssim
-from minigen.schedules import make_betas
+from minigen.diffusion.editing import colour_loss, inpaint, sdedit
+from minigen.evaluation.metrics import psnr, ssim
+from minigen.diffusion.schedules import make_betas
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from minigen.checkpoint import load_checkpoint
+from minigen.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

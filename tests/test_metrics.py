@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from minigen.metrics import (accuracy, frechet_distance, frechet_distance_of, inception_score,
+from minigen.evaluation.metrics import (accuracy, frechet_distance, frechet_distance_of, inception_score,
                              precision_recall)
 
 

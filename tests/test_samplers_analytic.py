@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from minigen.diffusion import Diffusion
-from minigen.schedules import make_betas
+from minigen.diffusion.schedules import make_betas
 
 MU, S = 0.3, 0.5
 SHAPE = (100, 1, 10, 10)          # 10,000 independent pixels per run

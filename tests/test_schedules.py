@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minigen.schedules import alpha_bar_and_snr, make_betas, plot_schedules, schedule_table
+from minigen.diffusion.schedules import alpha_bar_and_snr, make_betas, plot_schedules, schedule_table
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])

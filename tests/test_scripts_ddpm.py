@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import train_ddpm
-from minigen.checkpoint import load_checkpoint, save_checkpoint
-from minigen.unet import preset
+from minigen.training.checkpoint import load_checkpoint, save_checkpoint
+from minigen.models.unet import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--batch-size", "16", "--sample-steps", "3", "--log-every", "2", "--warmup", "2"]
@@ -139,8 +139,8 @@ def test_ctrl_c_finishes_the_step_saves_and_exits_cleanly(tmp_path, monkeypatch,
     its checkpoint is saved, and the run ends with status 130."""
     import signal
 
-    import minigen.ema
-    real_update = minigen.ema.EMA.update
+    import minigen.training.ema
+    real_update = minigen.training.ema.EMA.update
     calls = {"n": 0}
 
     def interrupted(self, model):
@@ -149,7 +149,7 @@ def test_ctrl_c_finishes_the_step_saves_and_exits_cleanly(tmp_path, monkeypatch,
             os.kill(os.getpid(), signal.SIGINT)
         real_update(self, model)
 
-    monkeypatch.setattr(minigen.ema.EMA, "update", interrupted)
+    monkeypatch.setattr(minigen.training.ema.EMA, "update", interrupted)
     out = tmp_path / "run"
     code = train_ddpm.main([*TINY, "--steps", "6", "--sample-every", "0", "--out", str(out)])
     assert code == 130

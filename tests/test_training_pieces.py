@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from minigen.ema import EMA
+from minigen.training.ema import EMA
 from minigen.images import save_grid, save_gif, save_strip
-from minigen.lr import warmup_cosine
-from minigen.runlog import MetricsLog, read_log
-from minigen.runtime import pick_device, progress_bar, seed_everything
+from minigen.training.lr import warmup_cosine
+from minigen.training.runlog import MetricsLog, read_log
+from minigen.device import pick_device, seed_everything
+from minigen.progress import progress_bar
 
 
 def test_ema_two_steps_by_hand():

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigen.unet import Attention, UNet, preset, timestep_embedding
+from minigen.layers import SpatialSelfAttention, timestep_embedding
+from minigen.models.unet import UNet, preset
 
 
 def test_timestep_embedding_pinned_values():
@@ -47,7 +48,7 @@ def test_sizes_it_cannot_handle_are_refused_clearly():
 def test_attention_equals_softmax_qk_v_written_out():
     """SDPA gives softmax(QKᵀ/√d)V per head, as computed here by hand."""
     torch.manual_seed(0)
-    attn = Attention(8, num_heads=2, groups=2)
+    attn = SpatialSelfAttention(8, num_heads=2, groups=2)
     torch.nn.init.normal_(attn.out.weight)                    # undo the zero init so the output shows
     x = torch.randn(2, 8, 3, 5)
     qkv = attn.qkv(attn.norm(x)).reshape(2, 3, 2, 4, 15)      # (B, qkv, heads, d, HW)
@@ -90,7 +91,7 @@ def test_compiled_network_with_frozen_weights_samples_like_eager():
     generated code, with the weights folded in as constants, must draw the same DDIM samples from
     the same noise as the eager network, up to float rounding."""
     from minigen.diffusion import Diffusion
-    from minigen.schedules import make_betas
+    from minigen.diffusion.schedules import make_betas
     torch.manual_seed(0)
     model = UNet(preset("tiny", num_classes=3)).eval()
     with torch.no_grad():                     # the zero-initialised output convolutions would give ε̂ = 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigen.vit import ViT, preset, sincos_2d
+from minigen.models.vit import ViT, preset, sincos_2d
 
 
 def test_patchify_cuts_row_major_patches():

@@ -4,6 +4,7 @@
     ds = load_dataset("shapes")                   # built in, 32x32 RGB shapes
     ds = load_dataset("mnist", root="data")       # IDX files in data/mnist (or --download)
     ds = load_dataset("folder:~/cars", size=64)   # any folder of images
+    registry.py lists every data set: its reader, class names and download source.
     x, y = ds.batch(torch.arange(16))             # x: (16, C, H, W) float in [-1, 1], y: (16,)
 
 Images are kept as uint8 (N, C, H, W) and turned into floats in [-1, 1] per batch:
@@ -19,20 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cli import setting
 from ..errors import DataError
-from . import glyphs, readers, shapes
-from .download import SOURCES, download
-
-SOURCES_HELP = ", ".join(SOURCES)
-
-BUILTIN = {  # name -> (generator, classes, default train / test sizes, generator version)
-    "glyphs": (glyphs.make_glyphs, glyphs.CLASSES, 60_000, 10_000, 1),
-    "shapes": (shapes.make_shapes, shapes.CLASSES, 60_000, 10_000, 1),
-}
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-NAMES = ["glyphs", "shapes", "mnist", "fashion", "cifar10", "folder:PATH"]
+from . import readers
+from .download import download
+from .registry import DOWNLOADABLE, NAMES, REGISTRY, folder_path
 
 
 def cache_dir() -> Path:
@@ -47,6 +39,18 @@ def cache_dir() -> Path:
 def data_root() -> Path:
     """Default folder for real data sets: $MINIGEN_DATA, else ./data."""
     return Path(os.environ.get("MINIGEN_DATA", "data"))
+
+
+@dataclass
+class DataConfig:
+    """The data settings every training script shares; its config dataclass extends this one."""
+    dataset: str = setting("glyphs", " | ".join(NAMES))
+    image_size: int | None = setting(None, "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)")
+    channels: int | None = setting(None, "convert images to 1 (grayscale) or 3 (RGB) channels", choices=(1, 3))
+    data_root: str | None = setting(None, "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
+                                    runtime=True)
+    download: bool = setting(False, f"download {' / '.join(DOWNLOADABLE)} into --data-root if missing", runtime=True)
+    flip: bool = setting(False, "random horizontal flips of the training images (not for digits!)")
 
 
 @dataclass
@@ -112,17 +116,17 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, 
 
 def _generated(name: str, split: str, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A built-in set, from the cache or made now and cached (written atomically)."""
-    make, _, n_train, n_test, version = BUILTIN[name]
-    n = n or (n_train if split == "train" else n_test)
+    source = REGISTRY[name]
+    n = n or source.sizes[split != "train"]
     stream = seed * 2 + (split != "train")     # train and test come from different random streams
-    path = cache_dir() / f"{name}-v{version}-{split}-seed{seed}-n{n}.npz"
+    path = cache_dir() / f"{name}-v{source.version}-{split}-seed{seed}-n{n}.npz"
     if path.is_file():
         try:
             with np.load(path) as f:
                 return f["images"], f["labels"]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)       # a damaged cache entry is simply made again
-    images, labels = make(n, stream)
+    images, labels = source.make(n, stream)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -168,28 +172,25 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     """
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', not {split!r}")
-    if name.startswith("folder:"):
+    folder = folder_path(name)
+    if folder is not None:
         if split != "train":
             raise DataError("an image folder has one split; use split='train'")
         if size is None:
             raise DataError("a folder data set needs a size (e.g. --image-size 64)")
-        images, labels, classes = readers.read_folder(Path(name[7:]).expanduser(), size, channels or 3)
+        images, labels, classes = readers.read_folder(folder, size, channels or 3)
         return ImageSet(name, torch.from_numpy(images), torch.from_numpy(labels), classes)
-    if name in BUILTIN:
+    if name not in REGISTRY:
+        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(NAMES)}")
+    source = REGISTRY[name]
+    if source.make is not None:
         images, labels = _generated(name, split, n, seed)
-        classes = BUILTIN[name][1]
-    elif name in ("mnist", "fashion", "cifar10"):
-        folder = Path(root or data_root()) / name
+    else:
         if download_missing:
             download(name, Path(root or data_root()))
-        if name == "cifar10":
-            images, labels = readers.read_cifar10(folder, split)
-        else:
-            images, labels = readers.read_mnist_like(folder, split)
-        classes = CIFAR10_CLASSES if name == "cifar10" else FASHION_CLASSES if name == "fashion" else glyphs.CLASSES
+        images, labels = source.read(Path(root or data_root()) / name, split)
         if n is not None:
             images, labels = images[:n], labels[:n]
-    else:
-        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(NAMES)}")
+    classes = source.classes
     images = _convert(torch.from_numpy(np.ascontiguousarray(images)), name, size, channels)
     return ImageSet(name, images, torch.from_numpy(np.ascontiguousarray(labels)), list(classes))

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import MinigenError
 from ..images import save_grid
-from . import NAMES, SOURCES_HELP, cache_dir, data_root, download, load_dataset
+from . import DOWNLOADABLE, NAMES, cache_dir, data_root, download, load_dataset
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,8 @@ def main(argv=None) -> int:
     show.add_argument("--download", action="store_true", help="download mnist/fashion/cifar10 if missing")
     show.add_argument("--seed", type=int, default=0, help="seed of a built-in set (default: 0)")
     show.add_argument("--out", default="dataset.png", help="where to write the grid (default: dataset.png)")
-    get = sub.add_parser("download", help="download a data set: " + SOURCES_HELP)
-    get.add_argument("dataset", choices=["mnist", "fashion", "cifar10"])
+    get = sub.add_parser("download", help="download a data set: " + ", ".join(DOWNLOADABLE))
+    get.add_argument("dataset", choices=DOWNLOADABLE)
     get.add_argument("--root", default=None, help=f"where to put it (default: {data_root()})")
     args = parser.parse_args(argv)
 

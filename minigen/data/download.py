@@ -18,34 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
-from ..runtime import progress_bar
-
-# Published MD5 checksums of the distributed files.
-SOURCES = {
-    "mnist": {
-        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
-        "files": {
-            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-        },
-    },
-    "fashion": {
-        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
-        "files": {
-            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-        },
-    },
-    "cifar10": {
-        "mirrors": ["https://www.cs.toronto.edu/~kriz/"],
-        "files": {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
-    },
-}
-
+from ..progress import progress_bar
+from .registry import DOWNLOADABLE, REGISTRY
 
 def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> None:
     """Stream `url` to `dest`, verifying its MD5; `dest` appears only if the checksum matches."""
@@ -75,11 +49,10 @@ def download(name: str, root: Path, mirrors: list[str] | None = None,
     """Download data set `name` into root/name and return that folder. Files already present
     with the right checksum are kept. `mirrors` and `checksums` replace the built-in ones
     (the tests use them to serve small files from 127.0.0.1)."""
-    if name not in SOURCES:
-        raise DataError(f"cannot download {name!r}; downloadable: {', '.join(SOURCES)}")
-    source = SOURCES[name]
-    mirrors = mirrors or source["mirrors"]
-    checksums = checksums or source["files"]
+    if name not in DOWNLOADABLE:
+        raise DataError(f"cannot download {name!r}; downloadable: {', '.join(DOWNLOADABLE)}")
+    mirrors = mirrors or REGISTRY[name].mirrors
+    checksums = checksums or REGISTRY[name].files  # published MD5s of the distributed files
     folder = Path(root) / name
     for filename, md5 in checksums.items():
         dest = folder / filename

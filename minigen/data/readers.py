@@ -158,3 +158,57 @@ def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple
     if upscaled:
         warnings.warn(f"{root}: {upscaled} image(s) were smaller than {height}x{width} and were upscaled", stacklevel=2)
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes
+
+
+# ---- one image or mask from a user, for editing ------------------------------------------------
+
+def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """An image file as uint8 (C, H, W) at `size`, resized and centre-cropped; its channel count
+    must be `channels` (1: grayscale, 3: RGB), so a colour photo is never silently made gray."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({type(e).__name__})") from None
+    has = len(img.getbands()) - ("A" in img.getbands())
+    if has != channels:
+        kind = {1: "grayscale", 3: "RGB"}
+        name = kind.get(has, f"{has}-channel")
+        raise DataError(f"{path}: {'an' if name[0] in 'AEIOUR' else 'a'} {name} image, but the model makes "
+                        f"{kind.get(channels, channels)} images; convert it first")
+    arr = np.asarray(resize_center_crop(img.convert("L" if channels == 1 else "RGB"), *size), dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)           # (H, W, C) -> (C, H, W)
+
+
+def box_mask(box: str, size: tuple[int, int]) -> np.ndarray:
+    """keep (H, W) float: 0 inside the box "x0,y0,x1,y1" (pixels), 1 elsewhere."""
+    H, W = size
+    try:
+        x0, y0, x1, y1 = (int(v) for v in box.split(","))
+    except ValueError:
+        raise DataError(f"--mask-box {box}: give four integers x0,y0,x1,y1") from None
+    if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+        raise DataError(f"--mask-box {box}: must lie inside the {W}x{H} image with x0 < x1, y0 < y1")
+    keep = np.ones((H, W), dtype=np.float32)
+    keep[y0:y1, x0:x1] = 0
+    return keep
+
+
+def read_mask(path: str | Path, image_path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """keep (H, W) float from a grayscale mask of the image's size: white (≥ 128) = regenerate (0)."""
+    try:
+        with Image.open(path) as mask, Image.open(image_path) as image:
+            mask.load()
+            image_size = image.size
+    except FileNotFoundError as e:
+        raise DataError(f"{e.filename}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({type(e).__name__})") from None
+    if mask.mode not in ("L", "1"):
+        raise DataError(f"{path}: a {mask.mode} image; the mask must be grayscale (white = regenerate)")
+    if mask.size != image_size:
+        raise DataError(f"{path}: {mask.size[0]}x{mask.size[1]}, but the image is "
+                        f"{image_size[0]}x{image_size[1]}; the mask must have the image's size")
+    return (np.asarray(resize_center_crop(mask.convert("L"), *size), dtype=np.float32) < 128).astype(np.float32)

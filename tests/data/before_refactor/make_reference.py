@@ -1,5 +1,7 @@
 """Record bits from the pre-refactor code: checkpoints trained by the scripts and samples drawn
-from them through every sampler path. Run once, before the architecture change."""
+from them through every sampler path. Run once, before the architecture change, at commit
+4399076; it uses that code's API (Diffusion.sample, sample.load_ddpm, minigen.editing) and is
+kept as the record of how the references were made, not to be run again."""
 import json, os, subprocess, sys
 from pathlib import Path
 import torch
@@ -66,10 +68,11 @@ for name in ("ddpm", "v", "gan", "vit"):
     ref[f"metrics_{name}"] = [json.loads(l) for l in (work / name / "metrics.jsonl").read_text().splitlines()]
     for l in ref[f"metrics_{name}"]:
         for k in ("images_per_s", "rss_mib"): l.pop(k, None)
+ref["torch_version"] = str(torch.__version__)
 torch.save(ref, OUT / "samples.pt")
 for name in ("ddpm", "v", "gan", "vit"):
     st = torch.load(work / name / "last.pt", weights_only=True)
-    st.pop("optimizer", None); st.pop("scheduler", None); st.pop("others", {}).pop("optimizer_d", None) if name == "gan" else None
-    if name != "gan": st.pop("others", None)
+    st.pop("optimizer", None); st.pop("scheduler", None)
+    if name == "gan": st["others"].pop("optimizer_d")
     torch.save(st, OUT / f"{name}.pt")
 print({k: (tuple(v.shape) if torch.is_tensor(v) else len(v)) for k, v in ref.items()})

@@ -9,7 +9,7 @@
 Everything is computed in float64: ᾱ_T for the linear schedule is about 4e-5, and its
 square root and 1 − ᾱ near t = 0 lose digits in float32.
 
-Indices are 0-based, as in code: β[0] is the paper's β_1. `python -m minigen.schedules`
+Indices are 0-based, as in code: β[0] is the paper's β_1. `python -m minigen.diffusion.schedules`
 prints ᾱ_t and SNR for each schedule and draws them (the README's comparison picture).
 """
 
@@ -72,7 +72,7 @@ def schedule_table(T: int = 1000, names=NAMES, points: int = 9) -> str:
 
 def plot_schedules(path: str, T: int = 1000, names=("linear", "cosine", "sigmoid")):
     """Two panels, ᾱ_t and log10 SNR(t) against t, one line per schedule (the seeds' comparison)."""
-    from .images import line_chart
+    from ..images import line_chart
     series_a, series_s = {}, {}
     for name in names:
         alpha_bar, snr = alpha_bar_and_snr(make_betas(name, T))
@@ -82,7 +82,7 @@ def plot_schedules(path: str, T: int = 1000, names=("linear", "cosine", "sigmoid
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minigen.schedules",
+    parser = argparse.ArgumentParser(prog="python -m minigen.diffusion.schedules",
                                      description="Print and plot ᾱ_t and SNR for the β schedules.")
     parser.add_argument("--T", type=int, default=1000, help="number of diffusion steps (default: 1000)")
     parser.add_argument("--out", default="schedules.png", help="where to draw the plot (default: schedules.png)")

@@ -14,7 +14,7 @@ Radford et al.'s rules, all followed here:
     * weights initialised from N(0, 0.02); BatchNorm γ from N(1, 0.02), β = 0.
 
 Sizes: G starts from a 7x7 map for 28-pixel images and a 4x4 map otherwise, doubling until
-the image size (28, 32, 64, 128), halving channels each time; D mirrors it.
+the image size (28, 32, 64, 128; square), halving channels each time; D mirrors it.
 
 Left out: spectral normalisation, self-attention (SAGAN), and hinge or Wasserstein losses.
 """
@@ -31,7 +31,7 @@ SIZES = (28, 32, 64, 128)
 @dataclass
 class DCGANConfig:
     image_channels: int = 1      # 1 (grayscale) or 3 (RGB)
-    image_size: int = 28         # one of SIZES
+    image_size: tuple[int, int] = (28, 28)   # (H, W), square, each one of SIZES
     z_dim: int = 100             # latent size: z ~ N(0, I)
     g_channels: int = 64         # G's channels at its last hidden layer (Radford et al.'s ngf)
     d_channels: int = 64         # D's channels at its first layer (ndf)
@@ -41,7 +41,7 @@ class DCGANConfig:
 PRESETS = {
     "tiny": DCGANConfig(z_dim=16, g_channels=8, d_channels=8),
     "cpu": DCGANConfig(g_channels=64, d_channels=64),
-    "dcgan": DCGANConfig(image_channels=3, image_size=64),     # Radford et al.'s 64x64 network
+    "dcgan": DCGANConfig(image_channels=3, image_size=(64, 64)),     # Radford et al.'s 64x64 network
 }
 
 
@@ -51,10 +51,12 @@ def preset(name: str, **overrides) -> DCGANConfig:
     return replace(PRESETS[name], **overrides)
 
 
-def _plan(size: int) -> tuple[int, int]:
-    """(side of the first feature map, number of ×2 steps) for an image size."""
-    if size not in SIZES:
-        raise ValueError(f"DCGAN image size must be one of {SIZES}, not {size}")
+def _plan(image_size: tuple[int, int]) -> tuple[int, int]:
+    """(side of the first feature map, number of ×2 steps) for a square image size."""
+    H, W = image_size
+    if H != W or H not in SIZES:
+        raise ValueError(f"the DCGAN makes square images of {SIZES} pixels, not {H}x{W}")
+    size = H
     start = 7 if size == 28 else 4
     return start, int(math.log2(size // start))
 

@@ -16,14 +16,12 @@ Left out: dropout paths, stochastic depth, distillation tokens, and patch sizes 
 divide the image.
 """
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .unet import timestep_embedding
+from ..layers import MultiHeadAttention, timestep_embedding
 
 
 @dataclass
@@ -70,24 +68,13 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float):
         super().__init__()
-        self.heads = heads
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.attn = MultiHeadAttention(dim, heads)                # LN inside
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
 
-    def qkv_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, N, D = x.shape
-        qkv = self.qkv(self.norm1(x)).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, heads, d)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)                                   # 3 × (B, heads, N, d)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, D = x.shape
-        q, k, v = self.qkv_heads(x)
-        h = F.scaled_dot_product_attention(q, k, v)               # softmax(QKᵀ/√d)·V, (B, heads, N, d)
-        x = x + self.proj(h.transpose(1, 2).reshape(B, N, D))     # (B, heads, N, d) -> (B, N, D)
+        x = x + self.attn(x)
         return x + self.mlp(self.norm2(x))
 
 
@@ -157,8 +144,7 @@ class ViT(nn.Module):
         Returns (depth, B, H/P, W/P)."""
         z, maps = self.tokens(x), []
         for block in self.blocks:
-            q, k, _ = block.qkv_heads(z)
-            weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)  # (B, heads, N+1, N+1)
+            weights = block.attn.weights(z)                                               # (B, heads, N+1, N+1)
             maps.append(weights[:, :, 0, 1:].mean(1).reshape(len(x), *self.grid))            # [CLS] row, patches only
             z = block(z)
         return torch.stack(maps)

@@ -29,9 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 2 (from the layout of minigen/models/ and minigen/diffusion/): a diffusion checkpoint
+# carries its DiffusionConfig in extra["diffusion"], a DCGAN's image_size is (H, W), and a ViT
+# block's attention is its own module (blocks.i.attn.*). `_upgrade` reads format 1 files as 2.
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -130,11 +133,39 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint ({first}); it is corrupt or truncated") from None
     if not isinstance(state, dict) or "format" not in state or "kind" not in state:
         raise CheckpointError(f"{path}: not a minigen checkpoint (no format/kind fields)")
+    if not isinstance(state["format"], int) or not isinstance(state["kind"], str):
+        raise CheckpointError(f"{path}: not a minigen checkpoint (format {state['format']!r}, kind {state['kind']!r})")
     if state["format"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {state['format']} is newer than this minigen "
                               f"understands ({FORMAT_VERSION}); update minigen")
     if kind is not None and state["kind"] != kind:
         raise CheckpointError(f"{path}: this is a {state['kind']!r} checkpoint, not a {kind!r} one")
+    return _upgrade(state) if state["format"] < FORMAT_VERSION else state
+
+
+def _upgrade(state: dict) -> dict:
+    """A format-1 checkpoint, read as format 2 (see FORMAT_VERSION)."""
+    try:
+        if state["kind"] == "ddpm" and "diffusion" not in state["extra"]:
+            train = state["extra"]["train"]
+            state["extra"]["diffusion"] = {k: train[k] for k in ("schedule", "T", "prediction")}
+        if state["kind"] == "gan" and isinstance(state["config"]["image_size"], int):
+            size = state["config"]["image_size"]
+            state["config"]["image_size"] = (size, size)
+        if state["kind"] == "vit":
+            moved = {"norm1.": "attn.norm.", "qkv.": "attn.qkv.", "proj.": "attn.proj."}
+            renamed = {}
+            for key, value in state["model"].items():
+                parts = key.split(".", 2)                                   # blocks, i, rest
+                if parts[0] == "blocks" and len(parts) == 3:
+                    for old, new in moved.items():
+                        if parts[2].startswith(old):
+                            key = f"blocks.{parts[1]}.{new}{parts[2][len(old):]}"
+                renamed[key] = value
+            state["model"] = renamed
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"a format-1 {state['kind']!r} checkpoint without the expected fields ({e})") from None
+    state["format"] = FORMAT_VERSION
     return state
 
 

@@ -1,10 +1,10 @@
 """How fast is minigen on this machine, against the machine's own limit?
 
-    python -m minigen.bench                 # the full table, a few minutes on a 2-core CPU
-    python -m minigen.bench --quick         # no torch.compile rows, fewer repeats
-    python -m minigen.bench --smoke         # seconds: tiny models, checks the arithmetic (tests use it)
-    python -m minigen.bench --profile-only [--compiled]          # where one U-Net step's time goes
-    python -m minigen.bench --unet-only --inductor fallback_random=True   # what a compiler option is worth
+    python -m minigen.evaluation.bench                 # the full table, a few minutes on a 2-core CPU
+    python -m minigen.evaluation.bench --quick         # no torch.compile rows, fewer repeats
+    python -m minigen.evaluation.bench --smoke         # seconds: tiny models, checks the arithmetic (tests use it)
+    python -m minigen.evaluation.bench --profile-only [--compiled]          # where one U-Net step's time goes
+    python -m minigen.evaluation.bench --unet-only --inductor fallback_random=True   # what a compiler option is worth
 
 Every throughput is a median over repeated runs after warm-up, the variants of one model are
 timed in turns (round by round), and every ratio (achieved FLOP/s over peak, compiled over
@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import dcgan, unet, vit
-from .diffusion import Diffusion
-from .schedules import make_betas
+from ..diffusion import Diffusion, DiffusionConfig, SamplerConfig
+from ..models import dcgan, unet, vit
+from ..pipelines import DiffusionPipeline
 
 
 def _sync(device: torch.device) -> None:
@@ -123,7 +123,7 @@ def make_step(kind: str, cfg, batch: int, device, channels_last: bool, amp: bool
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     if kind == "unet":
         model = unet.UNet(cfg).to(device).to(memory_format=fmt)
-        d = Diffusion(make_betas("linear", 1000))
+        d = Diffusion.from_config(DiffusionConfig())
         x0 = torch.randn(batch, cfg.image_channels, *cfg.image_size, generator=g).to(device, memory_format=fmt)
         y = torch.randint(0, max(1, cfg.num_classes), (batch,), generator=g).to(device) if cfg.num_classes else None
         net = torch.compile(model) if compile_model else model
@@ -134,7 +134,7 @@ def make_step(kind: str, cfg, batch: int, device, channels_last: bool, amp: bool
             return d.loss(net, x0, **kwargs)
     elif kind == "dcgan":
         G, D = dcgan.Generator(cfg).to(device), dcgan.Discriminator(cfg).to(device)
-        real = torch.randn(batch, cfg.image_channels, cfg.image_size, cfg.image_size, generator=g).to(device)
+        real = torch.randn(batch, cfg.image_channels, *cfg.image_size, generator=g).to(device)
         z = torch.randn(batch, cfg.z_dim, generator=g).to(device)
         netG, netD = (torch.compile(G), torch.compile(D)) if compile_model else (G, D)
         params = list(G.parameters()) + list(D.parameters())
@@ -193,20 +193,19 @@ def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_count
     cost directly, rather than as a small difference of two noisy timings. With compile_model,
     also the DDIM sampler with its per-step network call compiled as sample.py --compile does
     it (frozen weights), timed against eager in the same run."""
-    model = unet.UNet(cfg).to(device).eval()
+    # The network as sample.py loads it: a pipeline (random weights: speed does not depend on them).
+    pipe = DiffusionPipeline(unet.UNet(cfg).to(device).eval(), Diffusion.from_config(DiffusionConfig()))
     free = lambda x, t, y=None: x                               # no computation: only the sampler's
-    d = Diffusion(make_betas("linear", 1000))
-    shape = (batch, cfg.image_channels, *cfg.image_size)
+    free.null_condition = pipe.network.null_condition
     # As sample.py runs a class-conditional model: guidance 3, so each network call sees 2·batch images.
-    y = (torch.arange(batch) % cfg.num_classes).to(device)
-    guided = {"y": y, "guidance": 3.0, "null_label": cfg.num_classes}
-    nets = [("eager", model)]
+    cond = pipe.condition(torch.arange(batch) % cfg.num_classes)
+    nets = [("eager", pipe.network)]
     if compile_model:
-        nets.append(("compiled", torch.compile(model, options={"freezing": True})))
+        nets.append(("compiled", torch.compile(pipe.network, options={"freezing": True})))
     for sampler in ("ddim", "ddpm"):
         for steps in step_counts:
-            def run(net, sampler=sampler, steps=steps):
-                return d.sample(net, shape, sampler=sampler, steps=steps, device=device, progress=False, **guided)
+            def run(net, sampler=SamplerConfig(sampler, steps=steps)):
+                return sampler.sample(pipe.denoiser(3.0, network=net), pipe.noise(batch), cond=cond, progress=False)
             loop = median_time(lambda run=run: run(free), device, repeats * 3, warmup=1)
             timed = [(mode, net) for mode, net in nets if mode == "eager" or sampler == "ddim"]  # DDPM: same calls
             firsts = []
@@ -290,7 +289,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigen.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models and few repeats: seconds, for tests")
     parser.add_argument("--quick", action="store_true", help="skip the torch.compile rows and use fewer repeats")
@@ -382,7 +381,7 @@ def main(argv=None) -> int:
     for r in rows:                                       # each row against the peak of its dtype
         if r["section"] == "train":
             r["fraction_of_peak"] = r["tflops"] * 1e12 / (peak_bf16 if r["amp"] else peak)
-    report = {"machine": machine, "rows": rows, "profile": profile, "command": " ".join(["python -m minigen.bench", *(sys.argv[1:] if argv is None else argv)])}
+    report = {"machine": machine, "rows": rows, "profile": profile, "command": " ".join(["python -m minigen.evaluation.bench", *(sys.argv[1:] if argv is None else argv)])}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)

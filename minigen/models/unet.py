@@ -23,12 +23,13 @@ Left out: BigGAN-style up/down-sampling residual blocks, learned variance output
 and attention heads sized by channels per head rather than a head count.
 """
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..layers import SpatialSelfAttention, group_norm, timestep_embedding
 
 
 @dataclass
@@ -64,21 +65,6 @@ def preset(name: str, **overrides) -> UNetConfig:
     return replace(PRESETS[name], **overrides)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps, (B,) -> (B, dim):
-        emb[i]         = sin(t · ω_i),  emb[dim/2 + i] = cos(t · ω_i),  ω_i = max_period^(−i/(dim/2))
-    (Vaswani et al. 2017, §3.5, with sin and cos halves concatenated as in Ho et al.'s code)."""
-    half = dim // 2
-    omega = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t.float()[:, None] * omega[None, :]                           # (B, half)
-    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)         # (B, 2·half)
-    return F.pad(emb, (0, dim % 2))                                        # odd dim: one zero column
-
-
-def _norm(channels: int, groups: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(groups, channels), channels)
-
-
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv3x3, then the embedding as scale and shift of the normalised
     features, h ← GN(h)·(1 + scale) + shift (Dhariwal & Nichol 2021, §3 "AdaGN"), -> SiLU ->
@@ -86,10 +72,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1 = _norm(in_ch, groups)
+        self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2 = _norm(out_ch, groups)
+        self.norm2 = group_norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
@@ -102,29 +88,6 @@ class ResBlock(nn.Module):
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention over the H·W positions, with a residual connection:
-        softmax(Q·Kᵀ/√d)·V   (Vaswani et al. 2017, Eq. 1), by F.scaled_dot_product_attention."""
-
-    def __init__(self, channels: int, num_heads: int, groups: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.norm = _norm(channels, groups)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.out = nn.Conv2d(channels, channels, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x))                                       # (B, 3C, H, W)
-        qkv = qkv.reshape(B, 3, self.num_heads, C // self.num_heads, H * W)  # (B, 3, heads, d, HW)
-        q, k, v = qkv.permute(1, 0, 2, 4, 3).unbind(0)                     # 3 × (B, heads, HW, d)
-        h = F.scaled_dot_product_attention(q, k, v)                        # (B, heads, HW, d)
-        h = h.permute(0, 1, 3, 2).reshape(B, C, H, W)                      # (B, heads, d, HW) -> (B, C, H, W)
-        return x + self.out(h)
 
 
 class Downsample(nn.Module):
@@ -177,7 +140,7 @@ class UNet(nn.Module):
         self.stem = nn.Conv2d(c.image_channels, c.base_channels, 3, padding=1)
 
         def attention(ch: int, size: int) -> nn.Module:
-            return Attention(ch, c.num_heads, c.groups) if size in c.attention_resolutions else nn.Identity()
+            return SpatialSelfAttention(ch, c.num_heads, c.groups) if size in c.attention_resolutions else nn.Identity()
 
         # ---- encoder: remember every feature map's channels for its skip connection ----
         skips, ch, size = [c.base_channels], c.base_channels, min(H, W)
@@ -196,7 +159,7 @@ class UNet(nn.Module):
                 size //= 2
         # ---- middle ----
         self.mid1 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
-        self.mid_attn = Attention(ch, c.num_heads, c.groups)
+        self.mid_attn = SpatialSelfAttention(ch, c.num_heads, c.groups)
         self.mid2 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
         # ---- decoder: one more block per level than the encoder, each eating one skip ----
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
@@ -210,7 +173,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(Upsample(ch))
                 size *= 2
-        self.head = nn.Sequential(_norm(ch, c.groups), nn.SiLU(), nn.Conv2d(ch, c.image_channels, 3, padding=1))
+        self.head = nn.Sequential(group_norm(ch, c.groups), nn.SiLU(), nn.Conv2d(ch, c.image_channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
@@ -241,6 +204,15 @@ class UNet(nn.Module):
                 h = self.upsample[i](h)
         return self.head(h)
 
+    # ---- the model's own conditioning: what "no condition" means, for classifier-free guidance ----
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    def null_condition(self, y: torch.Tensor) -> dict:
+        """The condition of the unconditional model: the null label K for every image."""
+        return {"y": torch.full_like(y, self.config.num_classes)}
+
+    def drop_condition(self, p: float, y: torch.Tensor) -> dict:
+        """Label dropout (Ho & Salimans 2022, Algorithm 1): with probability p an image's label
+        becomes the null label, so one network also learns the unconditional model."""
+        drop = torch.rand(len(y), device=y.device) < p
+        return {"y": torch.where(drop, torch.full_like(y, self.config.num_classes), y)}
+

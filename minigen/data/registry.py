@@ -1,0 +1,69 @@
+"""Every data set minigen knows, one entry each: its name, how it is read, its class names, where
+it can be downloaded from. A new source (a system folder, another data set) is one more entry.
+
+    name      reader                            classes              download
+    glyphs    generated here (glyphs.py)        the digits 0-9       -
+    shapes    generated here (shapes.py)        7 shapes            -
+    mnist     IDX files (readers.py)            the digits 0-9       LeCun et al.'s files
+    fashion   IDX files                         10 clothing classes  Xiao et al. 2017's files
+    cifar10   CIFAR python batches              10 object classes    Krizhevsky 2009's archive
+A folder of the user's images is `folder:PATH` (readers.read_folder): its classes are its subfolders.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import glyphs, readers, shapes
+
+FOLDER = "folder:"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    about: str
+    classes: list[str]
+    # read(split, folder) -> (images (N, C, H, W) uint8, labels (N,) int64) for files on disk
+    read: Callable | None = None
+    # make(n, seed) -> the same, for a set drawn here; sizes of its train and test splits
+    make: Callable | None = None
+    sizes: tuple[int, int] = (60_000, 10_000)
+    version: int = 1                                 # of the generator: a new version is a new cache entry
+    # for --download: mirrors tried in order, and {file name: published MD5}
+    mirrors: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+REGISTRY = {s.name: s for s in [
+    Source("glyphs", "MNIST-like digits drawn here, 28x28 grayscale", glyphs.CLASSES, make=glyphs.make_glyphs),
+    Source("shapes", "coloured shapes drawn here, 32x32 RGB", shapes.CLASSES, make=shapes.make_shapes),
+    Source("mnist", "handwritten digits, 28x28 grayscale (LeCun et al. 1998)", glyphs.CLASSES,
+           read=readers.read_mnist_like,
+           mirrors=["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
+           files={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                  "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+                  "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                  "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
+    Source("fashion", "Fashion-MNIST clothes, 28x28 grayscale (Xiao et al. 2017)", FASHION_CLASSES,
+           read=readers.read_mnist_like,
+           mirrors=["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+           files={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                  "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                  "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                  "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
+    Source("cifar10", "CIFAR-10 photos, 32x32 RGB (Krizhevsky 2009)", CIFAR10_CLASSES, read=readers.read_cifar10,
+           mirrors=["https://www.cs.toronto.edu/~kriz/"],
+           files={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}),
+]}
+NAMES = [*REGISTRY, FOLDER + "PATH"]
+DOWNLOADABLE = [s.name for s in REGISTRY.values() if s.files]
+
+
+def folder_path(name: str) -> Path | None:
+    """The folder of a `folder:PATH` data set name, else None."""
+    return Path(name[len(FOLDER):]).expanduser() if name.startswith(FOLDER) else None

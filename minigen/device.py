@@ -1,0 +1,35 @@
+"""Where and how reproducibly a run computes: the device, chosen and said out loud, and the seeds."""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's `random`, NumPy's global generator and torch (CPU and CUDA) in one call."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def pick_device(requested: str | None = None) -> tuple[torch.device, str]:
+    """Return (device, reason). Preference: cuda > mps > cpu, unless `requested` names one.
+
+    The reason is a short sentence for the start-up banner, e.g.
+    "cpu: no CUDA or MPS device found (2 threads)".
+    """
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            from .errors import MinigenError
+            raise MinigenError(f"--device {requested} was asked for but torch sees no CUDA device; "
+                               "leave --device out to use the CPU")
+        return device, f"{device}: asked for with --device"
+    if torch.cuda.is_available():
+        return torch.device("cuda"), f"cuda: {torch.cuda.get_device_name(0)}"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps"), "mps: Apple GPU found, no CUDA"
+    threads = torch.get_num_threads()
+    return torch.device("cpu"), f"cpu: no CUDA or MPS device found ({threads} threads, {os.cpu_count()} cores)"

@@ -1,0 +1,15 @@
+"""Diffusion: the process, its schedules, the sampling loop, guidance and editing.
+
+    schedules.py   β schedules (linear, cosine, sigmoid)
+    process.py     Diffusion: q(x_t | x_0), the loss, one DDPM or DDIM step
+    guidance.py    the denoiser (x_t, t, **cond) -> x̂_0, ε̂, and the guidance wrapped around it
+    samplers.py    the one sampling loop, SamplerConfig, frames for pictures
+    editing.py     inpainting, SDEdit and inversion, made of the loop's pieces
+"""
+
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Denoised, Denoiser, LossGuidance, Thresholding
+from .process import PREDICTIONS, SPACINGS, Diffusion, DiffusionConfig
+from .samplers import SAMPLERS, Frames, SamplerConfig, sample
+
+__all__ = ["ClassifierFreeGuidance", "ClassifierGuidance", "Denoised", "Denoiser", "Diffusion", "DiffusionConfig",
+           "Frames", "LossGuidance", "PREDICTIONS", "SAMPLERS", "SPACINGS", "SamplerConfig", "Thresholding", "sample"]

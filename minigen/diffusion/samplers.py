@@ -1,0 +1,126 @@
+"""The reverse process: one sampling loop, the steps it can take, and the timesteps it visits.
+
+Papers:
+    Ho, Jain & Abbeel 2020, DDPM, arXiv:2006.11239, Algorithm 2 (ancestral sampling)
+    Song, Meng & Ermon 2021, DDIM, arXiv:2010.02502, Eq. 12
+    Lugmayr et al. 2022, RePaint, arXiv:2201.09865 (timesteps that jump back up the chain)
+
+    x_T ~ N(0, I)
+    for t, t_prev in the visited timesteps:
+        x̂_0, ε̂ = denoiser(x_t, t, **cond)
+        x_{t_prev} = μ(x_t, x̂_0, ε̂) + σ·z,   z ~ N(0, I), no noise on the last step
+
+`sample` is that loop and nothing more: the denoiser (with whatever guidance wraps it,
+guidance.py), the step (DDPM's or DDIM's, from process.py), the timesteps (any descending
+list: respaced, or starting part-way down for SDEdit), a per-step projection (inpainting puts
+the known pixels back) and a callback (progress pictures) come in from outside, so a new
+sampler, a new kind of conditioning or a new edit adds no parameter here.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..progress import progress_bar
+from .guidance import Denoised, Thresholding
+from .process import SPACINGS, Diffusion
+
+SAMPLERS = ("ddpm", "ddim")
+VARIANCES = ("small", "large")
+
+
+def make_step(diffusion: Diffusion, sampler: str = "ddim", eta: float = 0.0, variance: str = "small"):
+    """step(d: Denoised, t, t_prev) -> (mean, std) of p(x_{t_prev} | x_t).
+    ddpm: the posterior q(x_{t_prev} | x_t, x̂_0) with σ² = β̃ ("small") or β ("large");
+    ddim: Song et al. Eq. 12 with η ∈ [0, 1] (η = 0 deterministic)."""
+    if sampler == "ddpm":
+        return lambda d, t, t_prev: diffusion.ddpm_step(d.x_t, d.x0, t, t_prev, variance)
+    if sampler == "ddim":
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], not {eta}")
+        return lambda d, t, t_prev: diffusion.ddim_step(d.x0, d.eps, t, t_prev, eta)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
+
+
+@torch.no_grad()
+def sample(denoiser, x_T: torch.Tensor, timesteps: list[int], step, *, cond: dict | None = None, generator=None,
+           project=None, callback=None, progress: bool = True) -> torch.Tensor:
+    """Run the reverse process from x_T (at timesteps[0]) down the descending `timesteps`; the
+    step after the last one lands on clean data (t = −1). Where the list goes back up (RePaint's
+    resampling), x is noised forward instead: q(x_s | x_t) = N(√(ᾱ_s/ᾱ_t)·x_t, (1 − ᾱ_s/ᾱ_t)·I).
+    project(x, t) after each step; callback(t, x_t, x̂_0) with the timestep x_t is now at."""
+    diffusion, cond = denoiser.diffusion, cond or {}
+    ts = list(timesteps) + [-1]
+    noise = lambda: torch.randn(x_T.shape, generator=generator, device=x_T.device)
+    x = x_T
+    for t, t_prev in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", disable=not progress, leave=False):
+        if t_prev > t:                                           # a jump back up the chain (RePaint)
+            ratio = diffusion.alpha_bar_at(t_prev) / diffusion.alpha_bar_at(t)
+            x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise()
+            continue
+        d = denoiser(x, t, **cond)                               # x̂_0, ε̂ at (x_t, t)
+        mean, std = step(d, t, t_prev)                           # p(x_{t_prev} | x_t)
+        x = mean + std * noise() if t_prev >= 0 else mean        # Algorithm 2, line 4: no noise at the end
+        if project is not None:
+            x = project(x, t_prev)
+        if callback is not None:
+            callback(t_prev, x, d.x0)
+    return x
+
+
+@dataclass
+class SamplerConfig:
+    """How to sample: which step, how many network evaluations at which timesteps, and how
+    x̂_0 is kept in range. `sample` puts it together for a denoiser."""
+    sampler: str = "ddim"                       # one of SAMPLERS
+    steps: int = 50                             # network evaluations
+    eta: float = 0.0                            # DDIM noise: 0 deterministic, 1 DDPM-like
+    spacing: str = "trailing"                   # one of process.SPACINGS
+    variance: str = "small"                     # DDPM: posterior β̃ ("small") or β ("large")
+    clip_x0: bool = True                        # clip x̂_0 to [−1, 1]
+    dynamic_threshold: float | None = None      # or threshold it dynamically at this percentile
+
+    def timesteps(self, diffusion: Diffusion) -> list[int]:
+        return diffusion.timesteps(self.steps, self.spacing).tolist()
+
+    def step(self, diffusion: Diffusion):
+        return make_step(diffusion, self.sampler, self.eta, self.variance)
+
+    def threshold(self, denoiser):
+        if self.clip_x0 or self.dynamic_threshold is not None:
+            return Thresholding(denoiser, self.clip_x0, self.dynamic_threshold)
+        return denoiser
+
+    def sample(self, denoiser, x_T: torch.Tensor, timesteps: list[int] | None = None, **loop) -> torch.Tensor:
+        """`sample` with this config's step, thresholding and timesteps (or the ones given)."""
+        d = denoiser.diffusion
+        ts = self.timesteps(d) if timesteps is None else timesteps
+        return sample(self.threshold(denoiser), x_T, ts, self.step(d), **loop)
+
+
+def frame_caption(t: int) -> str:
+    """The caption of a frame of the reverse process: the timestep its image is at."""
+    return "x_0" if t < 0 else f"t={t}"
+
+
+@dataclass
+class Frames:
+    """A sampling callback that keeps each step's x_t and x̂_0 on the CPU, with the timestep
+    each x_t is at (t_prev of its step; −1 for the clean result)."""
+    t: list = field(default_factory=list)
+    x_t: list = field(default_factory=list)
+    x0: list = field(default_factory=list)
+
+    def __call__(self, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        self.t.append(t)
+        self.x_t.append(x_t.cpu())
+        self.x0.append(x0.cpu())
+
+    def picks(self, n: int) -> list[int]:
+        """n evenly spaced frame indices, the last frame included."""
+        return torch.linspace(0, len(self.t) - 1, min(n, len(self.t))).round().long().tolist()
+
+    def strip(self, n: int = 10, image: int = 0) -> tuple[torch.Tensor, list[str]]:
+        """n frames of one image (n, C, H, W) and their captions."""
+        picks = self.picks(n)
+        return torch.stack([self.x_t[i][image] for i in picks]), [frame_caption(self.t[i]) for i in picks]

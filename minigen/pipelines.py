@@ -1,0 +1,165 @@
+"""Pipelines: everything needed to go from noise to pixels, loaded from one checkpoint file.
+
+    pipe = pipelines.load("runs/ddpm/last.pt")           # any kind minigen writes
+    x_T = pipe.noise(16, generator)                       # (16, C, H, W)
+    denoiser = pipe.denoiser(guidance=3.0)                # network (EMA weights) + classifier-free guidance
+    x = SamplerConfig("ddim", steps=50).sample(denoiser, x_T, cond=pipe.condition(labels))
+
+A pipeline holds the network with its EMA weights, the settings it was trained with that
+sampling needs (the diffusion process, stored as its own config), the samples' shape and the
+class names. Scripts, the benchmark and a notebook all load models here; none rebuilds one.
+Kinds: "ddpm" (DiffusionPipeline), "gan" (GANPipeline), "vit" (ClassifierPipeline). An
+autoencoder (latent diffusion) or a text encoder and tokenizer would be more fields here.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig
+from .errors import CheckpointError, MinigenError
+from .models.dcgan import DCGANConfig, Discriminator, Generator
+from .models.unet import UNet, UNetConfig
+from .models.vit import ViT, ViTConfig
+from .training.checkpoint import load_checkpoint
+
+
+@dataclass
+class DiffusionPipeline:
+    network: UNet                       # EMA weights, eval mode
+    diffusion: Diffusion
+    classes: list[str] = field(default_factory=list)
+    step: int = 0                       # training steps behind these weights
+    kind = "ddpm"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.network.config.image_channels, *self.network.config.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.network.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def condition(self, labels: torch.Tensor | None) -> dict:
+        """The network's keyword arguments for these class labels ({} for an unconditional model)."""
+        return {"y": labels.to(self.device)} if self.num_classes and labels is not None else {}
+
+    def denoiser(self, guidance: float = 1.0, negative: dict | None = None, network=None) -> Denoiser:
+        """The network (or a compiled `network` of the same weights) as a denoiser, with
+        classifier-free guidance at scale w when the model is conditional and w ≠ 1 or a
+        negative condition is given."""
+        network = network or self.network
+        if self.num_classes and (guidance != 1.0 or negative is not None):
+            network = ClassifierFreeGuidance(network, guidance, negative)
+        return Denoiser(self.diffusion, network)
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_T ~ N(0, I), (n, C, H, W)."""
+        return torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+
+
+@dataclass
+class GANPipeline:
+    generator: Generator                # EMA weights, eval mode
+    discriminator: Discriminator
+    classes: list[str] = field(default_factory=list)
+    step: int = 0
+    kind = "gan"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.generator.config.image_channels, *self.generator.config.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.generator.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ N(0, I), (n, z_dim)."""
+        return torch.randn(n, self.generator.config.z_dim, generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor | None, n: int, generator: torch.Generator | None = None,
+               min_d_prob: float | None = None, network=None) -> tuple[torch.Tensor, int]:
+        """n samples of G; with min_d_prob, each slot is redrawn until D's probability of "real"
+        reaches it (at most 50 rounds of 32 candidates). Returns images and the number drawn."""
+        G, D = network or self.generator, self.discriminator
+        y = labels.to(self.device) if labels is not None and self.num_classes else None
+        x = G(self.latent(n, generator), y)
+        drawn = n
+        if min_d_prob is None:
+            return x, drawn
+        keep = torch.sigmoid(D(x, y)) >= min_d_prob
+        per_slot = 32                             # candidates drawn at once for each slot still empty
+        for _ in range(50):
+            missing = (~keep).nonzero().flatten()
+            if len(missing) == 0:
+                break
+            y_try = y[missing].repeat(per_slot) if y is not None else None               # (per_slot·m,)
+            candidates = G(self.latent(per_slot * len(missing), generator), y_try)
+            score = torch.sigmoid(D(candidates, y_try)).reshape(per_slot, len(missing))
+            best = score.argmax(0)                                                   # (m,) the best try per slot
+            accepted = score[best, torch.arange(len(missing))] >= min_d_prob
+            chosen = candidates.reshape(per_slot, len(missing), *x.shape[1:])[best, torch.arange(len(missing))]
+            x[missing[accepted]] = chosen[accepted]
+            keep[missing[accepted]] = True
+            drawn += per_slot * len(missing)
+        if not keep.all():
+            raise MinigenError(f"--min-d-prob {min_d_prob}: only {int(keep.sum())} of {n} samples reached it after "
+                               f"{drawn} draws; ask for a lower threshold")
+        return x, drawn
+
+
+@dataclass
+class ClassifierPipeline:
+    network: ViT                        # eval mode
+    classes: list[str] = field(default_factory=list)
+    step: int = 0
+    data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
+    test_accuracy: float | None = None
+    kind = "vit"
+
+
+def _weights(state: dict) -> dict:
+    """The EMA weights when the checkpoint has them: samples are drawn from the average."""
+    return state["ema"]["model"] if "ema" in state else state["model"]
+
+
+def _ready(module: nn.Module, weights: dict, device) -> nn.Module:
+    module.load_state_dict(weights)
+    return module.to(device).eval()
+
+
+def load(path, device="cpu", kind: str | None = None):
+    """The pipeline of any checkpoint minigen writes, on `device`; `kind` refuses other kinds.
+    A checkpoint that does not fit this minigen's models is a CheckpointError (one line)."""
+    state = load_checkpoint(path, kind=kind)
+    classes, step = list(state["extra"].get("classes", [])), state["step"]
+    try:
+        if state["kind"] == "ddpm":
+            network = _ready(UNet(UNetConfig(**state["config"])), _weights(state), device)
+            diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"]))
+            return DiffusionPipeline(network, diffusion, classes, step)
+        if state["kind"] == "gan":
+            config = DCGANConfig(**state["config"])
+            G = _ready(Generator(config), _weights(state), device)
+            D = _ready(Discriminator(config), state["others"]["discriminator"], device)
+            return GANPipeline(G, D, classes, step)
+        if state["kind"] == "vit":
+            network = _ready(ViT(ViTConfig(**state["config"])), state["model"], device)
+            train = state["extra"].get("train", {})
+            data = {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}
+            return ClassifierPipeline(network, classes, step, data, state["extra"].get("test_accuracy"))
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: does not match this minigen's {state['kind']} model "
+                              f"({str(e).splitlines()[0][:150]})") from None
+    raise CheckpointError(f"{path}: a {state['kind']!r} checkpoint, which minigen cannot load into a pipeline")

@@ -1,0 +1,228 @@
+"""The life of a training run, shared by every training script: processes and device, resume
+or refuse, Ctrl-C, --stop-after, a non-finite loss, periodic log lines and checkpoints, the
+final save. The step itself (loss.backward(), opt.step()) stays written out in each script:
+
+    run = Run(cfg, kind="ddpm")                    # torchrun processes, device, resume or refuse
+    ...data, model, optimizer...
+    start = run.attach(model, model_cfg, ema=ema, optimizer=opt, scheduler=sched, extra={...})
+    with run:                                       # Ctrl-C finishes the step and saves
+        for step in run.steps():                    # to --steps, or --stop-after steps
+            ...the step, written out...
+            run.check_finite("try a lower --lr", loss=loss)
+            if run.due(cfg.log_every):
+                run.log(loss=loss.item())
+    if not run.completed:
+        return run.exit_code
+
+Under `torchrun --nproc_per_node N` each process takes its slice of every batch
+(data.batch_indices with run.rank, run.world), `run.wrap(model)` makes the
+DistributedDataParallel module, and only rank 0 prints, logs, draws and saves.
+"""
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..cli import runtime_fields, setting
+from ..device import pick_device
+from ..errors import MinigenError
+from ..evaluation.cost import resident_memory_mib
+from ..progress import progress_bar
+from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .runlog import MetricsLog
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The settings of a run's life, shared by every training script (their configs extend it)."""
+    seed: int = setting(0, "random seed: same seed, same run")
+    out: str = setting("runs/run", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
+    resume: bool = setting(False, "continue from OUT/last.pt with its saved settings", runtime=True)
+    stop_after: int | None = setting(None, "stop after this many steps of this invocation, with a checkpoint "
+                                           "(split a run into chunks)", runtime=True)
+    device: str | None = setting(None, "cpu | cuda | cuda:1 | mps (default: the best available)", runtime=True)
+    ckpt_every: int = setting(250, "save OUT/last.pt every N steps (and always at the end)", runtime=True)
+    log_every: int = setting(10, "append a line to OUT/metrics.jsonl every N steps", runtime=True)
+
+
+class GracefulStop:
+    """Ctrl-C asks a training loop to stop at the end of the current step (check `.asked`);
+    a second Ctrl-C raises KeyboardInterrupt at once. Restores the previous handler on exit."""
+
+    def __init__(self, say=print):
+        self.asked, self.say = False, say
+
+    def _handler(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        if self.say:
+            self.say("Ctrl-C: finishing this step and saving (Ctrl-C again to stop at once)")
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class Run:
+    """One training run: `cfg` is the script's config (a RunConfig with `steps` and `batch_size`)."""
+
+    def __init__(self, cfg, kind: str):
+        # ---- processes and device ----
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+            if backend == "nccl":
+                cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+                torch.cuda.set_device(cfg.device)
+            else:
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world))
+        self.main = self.rank == 0
+        self.device, reason = pick_device(cfg.device)
+        self.say(f"device: {reason}" + (f"; {self.world} processes ({dist.get_backend()})" if self.world > 1 else ""))
+
+        # ---- resume: the checkpoint's settings define the run ----
+        self.kind, self.out = kind, Path(cfg.out)
+        self.ckpt_path = self.out / "last.pt"
+        self.state = None
+        if cfg.resume:
+            self.state = load_checkpoint(self.ckpt_path, kind=kind)
+            cfg = self._resumed(cfg, self.state["extra"]["train"])
+        elif self.ckpt_path.exists():
+            raise MinigenError(f"{self.ckpt_path} exists: pass --resume to continue that run, or --out DIR for a new one")
+        self.cfg = cfg
+        self.log_file = MetricsLog(self.out / "metrics.jsonl", enabled=self.main)
+        self.step = self.start_step = 0
+        self.completed, self.exit_code = False, 0
+        self._saved = None
+
+    def say(self, *args, **kwargs) -> None:
+        """print, on the main process only, through the progress bar when there is one."""
+        if self.main:
+            bar = getattr(self, "bar", None)
+            bar.write(" ".join(map(str, args))) if bar is not None and not bar.disable else print(*args, **kwargs)
+
+    def _resumed(self, cfg, saved: dict):
+        """The saved settings, but for the runtime ones, which come from the command line."""
+        runtime = runtime_fields(type(cfg))
+        resumed = type(cfg)(**{f.name: getattr(cfg, f.name) if f.name in runtime or f.name not in saved else saved[f.name]
+                               for f in dataclasses.fields(cfg)})
+        self.say(f"resuming {self.ckpt_path} at step {self.state['step']} with its saved settings")
+        return resumed
+
+    # ---- what the run saves ---------------------------------------------------------------------
+
+    def attach(self, model, config, *, ema=None, optimizer=None, scheduler=None, others=None, extra=None) -> int:
+        """Name what every checkpoint holds (`extra` is a dict the script may update), restore it
+        when resuming, and return the step the run starts from."""
+        self._saved = dict(model=model, config=config, ema=ema, optimizer=optimizer, scheduler=scheduler,
+                           others=others, extra=extra if extra is not None else {})
+        if self.state is not None:
+            self.start_step = restore(self.state, model, config, ema, optimizer, scheduler, others)
+        self.step = self.start_step
+        return self.start_step
+
+    def save(self) -> Path | None:
+        if not self.main:
+            return None
+        s = self._saved
+        return save_checkpoint(self.ckpt_path, kind=self.kind, config=s["config"], model=s["model"], step=self.step,
+                               ema=s["ema"], optimizer=s["optimizer"], scheduler=s["scheduler"], others=s["others"],
+                               extra={"train": dataclasses.asdict(self.cfg), **s["extra"]})
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """DistributedDataParallel around `module` under torchrun; the module itself otherwise."""
+        if self.world == 1:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    # ---- the loop -------------------------------------------------------------------------------
+
+    def __enter__(self):
+        self.end_step = self.cfg.steps if self.cfg.stop_after is None else min(self.cfg.steps, self.start_step + self.cfg.stop_after)
+        self.bar = progress_bar(total=self.cfg.steps, initial=self.start_step, desc="train", disable=not self.main,
+                                dynamic_ncols=True)
+        self._stop = GracefulStop(say=self.say if self.main else None).__enter__()
+        self._tick, self._tick_step = time.perf_counter(), self.step
+        return self
+
+    def steps(self):
+        """Yield each step number; between steps, count it, save every --ckpt-every steps, and
+        stop (saving first) when Ctrl-C was pressed on any process."""
+        while self.step < self.end_step:
+            yield self.step
+            self.step += 1
+            self.bar.update(1)
+            if self.step % self.cfg.ckpt_every == 0 and self.step < self.end_step:
+                self.save()
+            asked = torch.tensor(float(self._stop.asked))
+            if self.world > 1:                      # every process stops at the same step
+                dist.all_reduce(asked, op=dist.ReduceOp.MAX)
+            if asked.item():
+                self.bar.close()
+                self.say(f"stopped at step {self.step}: saved {self.save()}; continue with --resume --out {self.cfg.out}")
+                self.exit_code = 130
+                return
+        self.bar.close()
+        self.save()
+        if self.step < self.cfg.steps:
+            self.say(f"stopped at step {self.step} of {self.cfg.steps} (--stop-after): saved {self.ckpt_path}; "
+                     "continue with --resume")
+        else:
+            self.completed = True
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop.__exit__(exc_type, exc, tb)
+        self.bar.close()
+        if exc_type is KeyboardInterrupt:           # a second Ctrl-C: the last saved checkpoint stays as it was
+            self.say(f"\nstopped at once during step {self.step + 1}; the last saved checkpoint is {self.ckpt_path}")
+            self.exit_code = 130
+            return True
+        return False
+
+    def due(self, every: int, last: bool = True) -> bool:
+        """True every `every` steps, counting the step being done; with `last`, also at the last
+        step of this invocation, and without it never at the run's final step (whose pictures
+        the script draws after the loop)."""
+        done = self.step + 1
+        if not every:
+            return False
+        return done % every == 0 or done == self.end_step if last else done % every == 0 and done < self.cfg.steps
+
+    def check_finite(self, advice: str, **losses: torch.Tensor) -> None:
+        """Stop the run without saving when a loss is NaN or infinite: the last checkpoint stays good."""
+        if not all(torch.isfinite(v) for v in losses.values()):
+            self.bar.close()
+            values = ", ".join(f"{k} {v.item()}" for k, v in losses.items())
+            said = f"loss became {next(iter(losses.values())).item()}" if len(losses) == 1 else f"losses became {values}"
+            raise MinigenError(f"the {said} at step {self.step}; "
+                               f"stopping without saving (the last good checkpoint, if any, is {self.ckpt_path}); {advice}")
+
+    def log(self, **metrics) -> dict:
+        """One line of OUT/metrics.jsonl for the step just done, with images/s since the last line
+        (and the process's memory); the same numbers on the progress bar."""
+        now, done = time.perf_counter(), self.step + 1
+        images_per_s = (done - self._tick_step) * self.cfg.batch_size * self.world / (now - self._tick)
+        self._tick, self._tick_step = now, done
+        metrics = {**metrics, "images_per_s": images_per_s, "rss_mib": round(resident_memory_mib(), 1)}
+        self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()
+                              if k not in ("rss_mib", "grad_norm")})
+        self.log_file.write(done, **metrics)
+        return metrics
+
+    def close(self) -> None:
+        """End the process group of a torchrun run."""
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
