@@ -35,7 +35,7 @@ from minigen.device import pick_device
 from minigen.diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, Frames, LossGuidance, SamplerConfig
 from minigen.diffusion.editing import colour_loss, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from minigen.diffusion.samplers import VARIANCES
-from minigen.errors import CheckpointError, MinigenError
+from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
 from minigen.images import save_gif, save_grid, save_strip
 from minigen.interpolation import slerp
@@ -210,9 +210,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
-    pipe = pipelines.load(args.ckpt, device)
-    if pipe.kind not in KINDS:
-        raise CheckpointError(f"{args.ckpt}: a {pipe.kind!r} checkpoint; sample.py reads {', '.join(KINDS)}")
+    pipe = pipelines.load(args.ckpt, device, kind=KINDS)
     (C, H, W), K, classes = pipe.image_shape, pipe.num_classes, pipe.classes
     about = f"{C}x{H}x{W}, {len(classes) if K else 'no'} classes"
     if pipe.kind == "gan":

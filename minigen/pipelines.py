@@ -53,7 +53,7 @@ class DiffusionPipeline:
         """The network (or a compiled `network` of the same weights) as a denoiser, with
         classifier-free guidance at scale w when the model is conditional and w ≠ 1 or a
         negative condition is given."""
-        network = network or self.network
+        network = self.network if network is None else network
         if self.num_classes and (guidance != 1.0 or negative is not None):
             network = ClassifierFreeGuidance(network, guidance, negative)
         return Denoiser(self.diffusion, network)
@@ -92,7 +92,7 @@ class GANPipeline:
                min_d_prob: float | None = None, network=None) -> tuple[torch.Tensor, int]:
         """n samples of G; with min_d_prob, each slot is redrawn until D's probability of "real"
         reaches it (at most 50 rounds of 32 candidates). Returns images and the number drawn."""
-        G, D = network or self.generator, self.discriminator
+        G, D = self.generator if network is None else network, self.discriminator
         y = labels.to(self.device) if labels is not None and self.num_classes else None
         x = G(self.latent(n, generator), y)
         drawn = n
@@ -139,10 +139,14 @@ def _ready(module: nn.Module, weights: dict, device) -> nn.Module:
     return module.to(device).eval()
 
 
-def load(path, device="cpu", kind: str | None = None):
-    """The pipeline of any checkpoint minigen writes, on `device`; `kind` refuses other kinds.
-    A checkpoint that does not fit this minigen's models is a CheckpointError (one line)."""
-    state = load_checkpoint(path, kind=kind)
+def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
+    """The pipeline of any checkpoint minigen writes, on `device`; `kind` (one or a tuple)
+    refuses other kinds. A checkpoint that does not fit this minigen's models is a
+    CheckpointError (one line)."""
+    state = load_checkpoint(path)
+    wanted = (kind,) if isinstance(kind, str) else kind
+    if wanted is not None and state["kind"] not in wanted:
+        raise CheckpointError(f"{path}: this is a {state['kind']!r} checkpoint, not a {' or '.join(map(repr, wanted))} one")
     classes, step = list(state["extra"].get("classes", [])), state["step"]
     try:
         if state["kind"] == "ddpm":

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_generator_and_discriminator_shapes(size, channels):
-    cfg = preset("tiny", image_size=size, image_channels=channels, num_classes=3)
+    cfg = preset("tiny", image_size=(size, size), image_channels=channels, num_classes=3)
     G, D = Generator(cfg), Discriminator(cfg)
     y = torch.tensor([0, 2])
     x = G(torch.randn(2, cfg.z_dim), y)
@@ -30,8 +30,10 @@ def test_generator_and_discriminator_shapes(size, channels):
 
 
 def test_unsupported_size_is_refused():
-    with pytest.raises(ValueError, match="must be one of"):
-        Generator(preset("tiny", image_size=48))
+    with pytest.raises(ValueError, match="square images of"):
+        Generator(preset("tiny", image_size=(48, 48)))
+    with pytest.raises(ValueError, match="not 32x64"):
+        Generator(preset("tiny", image_size=(32, 64)))
 
 
 def test_initialisation_statistics_follow_radford_et_al():
@@ -155,7 +157,7 @@ def test_train_gan_end_to_end_with_resume_and_sampling(tmp_path):
     r = run("sample.py", "--ckpt", ckpt, "-n", "4", "--min-d-prob", "1.0", "--out", str(tmp_path / "i.png"))
     assert r.returncode == 2 and "ask for a lower threshold" in r.stderr
     r = run("sample.py", "--ckpt", ckpt, "--strip", "--out", str(tmp_path / "j.png"))
-    assert r.returncode == 2 and "a GAN has none" in r.stderr
+    assert r.returncode == 2 and "a GAN has no reverse process" in r.stderr
 
 
 def test_discriminator_targets_smooth_reals_and_flip_a_few():

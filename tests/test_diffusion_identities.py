@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from minigen.diffusion import Diffusion
+from minigen.diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, Frames, SamplerConfig
+from minigen.diffusion.guidance import threshold
 from minigen.diffusion.schedules import make_betas
 
 SCHEDULES = ["linear", "cosine", "sigmoid"]
@@ -58,7 +59,7 @@ def test_eps_x0_v_conversions_are_inverses(prediction):
     ab = torch.cumprod(1 - d.betas, 0)[t].view(-1, 1, 1, 1)
     x_t = d.q_sample(x0, t, eps)
     assert torch.allclose(x_t, ab.sqrt() * x0 + (1 - ab).sqrt() * eps)
-    v = d.v_from(x0, eps, t)
+    v = d.v_from(x0, t, eps)
     assert torch.allclose(v, ab.sqrt() * eps - (1 - ab).sqrt() * x0)
     assert torch.allclose(d.x0_from_eps(x_t, t, eps), x0, atol=1e-9)
     assert torch.allclose(d.eps_from_x0(x_t, t, x0), eps, atol=1e-9)
@@ -143,24 +144,22 @@ def test_loss_targets_and_min_snr_weights(prediction):
 
 def test_classifier_free_guidance_mixes_in_one_batched_call():
     """ε̂ = ε̂_uncond + w·(ε̂_cond − ε̂_uncond): with outputs equal to the label, y = 3, null = 10,
-    w = 2: 10 + 2·(3 − 10) = −4. A negative label 5 replaces the null: 5 + 2·(3 − 5) = 1."""
-    d = Diffusion(make_betas("linear", 100))
+    w = 2: 10 + 2·(3 − 10) = −4. A negative label 5 replaces the null: 5 + 2·(3 − 5) = 1.
+    The null condition is the network's own (its null_condition method)."""
     calls = []
 
     def model(x, t, y):
         calls.append(len(x))
         return y.float().view(-1, 1, 1, 1).expand_as(x)
+    model.null_condition = lambda y: {"y": torch.full_like(y, 10)}
 
     x = torch.zeros(3, 1, 2, 2)
     t = torch.zeros(3, dtype=torch.long)
     y = torch.full((3,), 3)
-    out = d.model_output(model, x, t, y, guidance=2.0, null_label=10)
+    out = ClassifierFreeGuidance(model, 2.0)(x, t, y=y)
     assert torch.all(out == -4) and calls == [6]
-    out = d.model_output(model, x, t, y, guidance=2.0, negative_y=torch.full((3,), 5))
+    out = ClassifierFreeGuidance(model, 2.0, negative={"y": torch.full((3,), 5)})(x, t, y=y)
     assert torch.all(out == 1)
-    assert torch.all(d.model_output(model, x, t, y, guidance=1.0) == 3)
-    with pytest.raises(ValueError, match="null_label"):
-        d.model_output(model, x, t, y, guidance=3.0)
 
 
 def test_dynamic_thresholding_rescales_by_the_percentile():
@@ -168,12 +167,12 @@ def test_dynamic_thresholding_rescales_by_the_percentile():
     [−1, 1] are untouched (s = 1)."""
     x = torch.linspace(-3, 3, 201).view(1, 1, 1, 201)
     s = torch.quantile(x.abs().flatten(), 0.9).item()
-    out = Diffusion.threshold(x, clip_x0=False, dynamic_percentile=0.9)
+    out = threshold(x, clip=False, dynamic_percentile=0.9)
     assert torch.allclose(out, x.clamp(-s, s) / s)
     assert out.abs().max().item() == pytest.approx(1.0)
     small = torch.linspace(-0.5, 0.5, 11).view(1, 1, 1, 11)
-    assert torch.equal(Diffusion.threshold(small, False, 0.995), small)
-    assert Diffusion.threshold(x, clip_x0=True, dynamic_percentile=None).abs().max() == 1
+    assert torch.equal(threshold(small, False, 0.995), small)
+    assert threshold(x, clip=True, dynamic_percentile=None).abs().max() == 1
 
 
 def test_forward_strip_fades_the_signal():
@@ -186,18 +185,19 @@ def test_forward_strip_fades_the_signal():
     assert correlation[0] > 0.9 and abs(correlation[-1]) < 0.5
 
 
-def test_sampler_returns_intermediates_and_rejects_bad_arguments():
+def test_sampler_calls_back_each_step_and_rejects_bad_arguments():
     d = Diffusion(make_betas("linear", 100))
-    model = lambda x, t: torch.zeros_like(x)
-    x, inter = d.sample(model, (2, 1, 4, 4), sampler="ddim", steps=5, return_intermediates=True, progress=False)
-    assert inter["t"] == d.timesteps(5).tolist()
-    assert inter["x_t"].shape == (5, 2, 1, 4, 4) and inter["x0_pred"].shape == (5, 2, 1, 4, 4)
-    assert torch.equal(inter["x_t"][-1], x)
+    model = Denoiser(d, lambda x, t: torch.zeros_like(x))
+    frames = Frames()
+    x = SamplerConfig("ddim", 5).sample(model, torch.randn(2, 1, 4, 4), callback=frames, progress=False)
+    assert frames.t == d.timesteps(5).tolist()[1:] + [-1]          # where each frame's x_t is
+    assert len(frames.x_t) == len(frames.x0) == 5 and frames.x_t[0].shape == (2, 1, 4, 4)
+    assert torch.equal(frames.x_t[-1], x)
     with pytest.raises(ValueError, match="sampler"):
-        d.sample(model, (1, 1, 2, 2), sampler="euler")
+        SamplerConfig("euler").step(d)
     with pytest.raises(ValueError, match="eta"):
-        d.sample(model, (1, 1, 2, 2), eta=1.5)
+        SamplerConfig(eta=1.5).step(d)
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
-    a = d.sample(model, (2, 1, 4, 4), sampler="ddpm", steps=10, generator=g1, progress=False)
-    b = d.sample(model, (2, 1, 4, 4), sampler="ddpm", steps=10, generator=g2, progress=False)
+    a = SamplerConfig("ddpm", 10).sample(model, torch.zeros(2, 1, 4, 4), generator=g1, progress=False)
+    b = SamplerConfig("ddpm", 10).sample(model, torch.zeros(2, 1, 4, 4), generator=g2, progress=False)
     assert torch.equal(a, b)

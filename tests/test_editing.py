@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from minigen.diffusion import Diffusion
-from minigen.diffusion.editing import colour_loss, inpaint, sdedit
+from minigen.diffusion import ClassifierGuidance, Denoiser, Diffusion, LossGuidance, SamplerConfig
+from minigen.diffusion.editing import colour_loss, repaint_projection, repaint_timesteps, sdedit_start
 from minigen.evaluation.metrics import psnr, ssim
 from minigen.diffusion.schedules import make_betas
 
@@ -30,21 +30,46 @@ def flat_image_model(d: Diffusion, mu: float = 0.0, s: float = 0.5):
     return model
 
 
-def test_inpainting_keeps_known_pixels_and_fills_from_the_conditional():
+def inpaint(d, model, x0, keep, steps, jump_length=10, resample=1, generator=None, sampler="ddpm", eta=0.0):
+    """RePaint as sample.py runs it: the sampling loop with RePaint's timesteps and projection."""
+    config = SamplerConfig(sampler, steps, eta)
+    ts = repaint_timesteps(config.timesteps(d), jump_length, resample)
+    return config.sample(Denoiser(d, model), torch.randn(x0.shape, generator=generator), ts, generator=generator,
+                         project=repaint_projection(d, x0, keep, generator), progress=False)
+
+
+def sdedit(d, model, x_init, strength, steps=50, generator=None, clip_x0=True):
+    config = SamplerConfig("ddim", steps, clip_x0=clip_x0)
+    x_t0, ts = sdedit_start(d, x_init, strength, config.timesteps(d), generator)
+    return config.sample(Denoiser(d, model), x_t0, ts, generator=generator, progress=False)
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 1.0)])
+def test_inpainting_keeps_known_pixels_and_fills_from_the_conditional(sampler, eta):
     """Known left half = 0.7: the right half must come out 0.7 too (the conditional of a flat
-    image given half of it is a point mass), and the known half is x_0 exactly."""
+    image given half of it is a point mass), and the known half is x_0 exactly; with either
+    stochastic sampler (RePaint's harmonisation needs the fresh noise of each step)."""
     d = Diffusion(make_betas("linear", 1000))
     x0 = torch.full((6, 1, 4, 4), 0.7)
     keep = torch.zeros(1, 1, 4, 4)
     keep[..., :, :2] = 1
     out = inpaint(d, flat_image_model(d), x0, keep, steps=50, jump_length=10, resample=3,
-                  generator=torch.Generator().manual_seed(0), progress=False)
+                  generator=torch.Generator().manual_seed(0), sampler=sampler, eta=eta)
     assert torch.equal(out[..., :, :2], x0[..., :, :2])
     assert (out[..., :, 2:] - 0.7).abs().max() < 0.1
     # Without the known half, the same sampler draws c from N(0, 0.5²): the fill really is conditional.
     free = inpaint(d, flat_image_model(d), x0, torch.zeros(1, 1, 4, 4), steps=50, resample=1,
-                   generator=torch.Generator().manual_seed(0), progress=False)
+                   generator=torch.Generator().manual_seed(0))
     assert free.mean(dim=(1, 2, 3)).std() > 0.2
+
+
+def test_repaint_timesteps_walk_each_block_resample_times():
+    """Steps 9, 6, 3, 0, then −1, in blocks of 2 steps: [9 6 3] and [3 0 −1]. The first is walked
+    twice with a jump back up to 9 between; the last, ending on clean data, once:
+    9 6 3 | 9 6 3 | 0 (and the loop's last step to −1)."""
+    assert repaint_timesteps([9, 6, 3, 0], jump_length=2, resample=2) == [9, 6, 3, 9, 6, 3, 0]
+    assert repaint_timesteps([9, 6, 3, 0, -5][:4], jump_length=3, resample=3) == [9, 6, 3, 0, 9, 6, 3, 0, 9, 6, 3, 0]
+    assert repaint_timesteps([9, 6, 3, 0], jump_length=2, resample=1) == [9, 6, 3, 0]
 
 
 def test_sdedit_strength_zero_returns_the_input_and_one_ignores_it():
@@ -53,13 +78,13 @@ def test_sdedit_strength_zero_returns_the_input_and_one_ignores_it():
     a, b = torch.full((2, 1, 4, 4), 0.8), torch.full((2, 1, 4, 4), -0.8)
     assert torch.equal(sdedit(d, model, a, 0.0), a)
     gen = lambda: torch.Generator().manual_seed(3)
-    out_a = sdedit(d, model, a, 1.0, steps=20, generator=gen(), progress=False)
-    out_b = sdedit(d, model, b, 1.0, steps=20, generator=gen(), progress=False)
+    out_a = sdedit(d, model, a, 1.0, steps=20, generator=gen())
+    out_b = sdedit(d, model, b, 1.0, steps=20, generator=gen())
     assert torch.equal(out_a, out_b)
     # At a low strength the input survives: outputs from +0.8 and from −0.8 stay far apart.
     many_a, many_b = torch.full((32, 1, 4, 4), 0.8), torch.full((32, 1, 4, 4), -0.8)
-    low_a = sdedit(d, model, many_a, 0.3, steps=20, generator=gen(), progress=False, clip_x0=False)
-    low_b = sdedit(d, model, many_b, 0.3, steps=20, generator=gen(), progress=False, clip_x0=False)
+    low_a = sdedit(d, model, many_a, 0.3, steps=20, generator=gen(), clip_x0=False)
+    low_b = sdedit(d, model, many_b, 0.3, steps=20, generator=gen(), clip_x0=False)
     assert low_a.mean() - low_b.mean() > 0.8
     with pytest.raises(ValueError, match="strength"):
         sdedit(d, model, a, 1.5)
@@ -68,11 +93,11 @@ def test_sdedit_strength_zero_returns_the_input_and_one_ignores_it():
 def test_loss_guidance_moves_the_sample_mean_towards_the_target_colour():
     """Same seed, with and without guidance towards 0.8: the guided mean is clearly closer."""
     d = Diffusion(make_betas("linear", 1000))
-    model = flat_image_model(d, mu=0.0, s=0.5)
-    kw = dict(sampler="ddim", steps=25, clip_x0=False, progress=False)
-    plain = d.sample(model, (16, 1, 4, 4), generator=torch.Generator().manual_seed(5), **kw)
-    guided = d.sample(model, (16, 1, 4, 4), generator=torch.Generator().manual_seed(5),
-                      loss_fn=colour_loss([0.8]), loss_scale=2.0, **kw)
+    model = Denoiser(d, flat_image_model(d, mu=0.0, s=0.5))
+    sampler = SamplerConfig("ddim", 25, clip_x0=False)
+    x_T = torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    plain = sampler.sample(model, x_T, progress=False)
+    guided = sampler.sample(LossGuidance(model, colour_loss([0.8]), 2.0), x_T, progress=False)
     assert abs(guided.mean().item() - 0.8) < abs(plain.mean().item() - 0.8) - 0.2
 
 
@@ -156,10 +181,10 @@ def test_classifier_guidance_follows_the_gradient_of_the_exact_classifier():
         return (1 - ab).sqrt() / var * (x_t - mean)                         # ≈ E[ε | x_t]
 
     y = torch.ones(200, dtype=torch.long)
-    kw = dict(sampler="ddim", steps=25, clip_x0=False, progress=False)
-    plain = d.sample(model, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0), **kw)
-    guided = d.sample(model, (200, 1, 2, 2), generator=torch.Generator().manual_seed(0),
-                      classifier=log_joint, classifier_scale=3.0, classifier_y=y, **kw)
+    sampler = SamplerConfig("ddim", 25, clip_x0=False)
+    x_T = torch.randn(200, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    plain = sampler.sample(Denoiser(d, model), x_T, progress=False)
+    guided = sampler.sample(ClassifierGuidance(Denoiser(d, model), log_joint, 3.0, y), x_T, progress=False)
     share = lambda x: (x.mean(dim=(1, 2, 3)) > 0).float().mean().item()
     assert 0.3 < share(plain) < 0.7
     assert share(guided) > share(plain) + 0.2

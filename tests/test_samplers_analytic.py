@@ -28,7 +28,8 @@ import math
 import pytest
 import torch
 
-from minigen.diffusion import Diffusion
+from minigen.diffusion import Denoiser, Diffusion, SamplerConfig
+from minigen.diffusion.editing import ddim_invert
 from minigen.diffusion.schedules import make_betas
 
 MU, S = 0.3, 0.5
@@ -99,8 +100,8 @@ def test_samplers_match_the_exact_output_moments(schedule, prediction):
     model = analytic_model(d.alpha_bar, prediction)
     for k, (sampler, steps, eta, variance) in enumerate(RUNS):
         g = torch.Generator().manual_seed(k)
-        x = d.sample(model, SHAPE, sampler=sampler, steps=steps, eta=eta, variance=variance,
-                     clip_x0=False, generator=g, progress=False)
+        x = SamplerConfig(sampler, steps, eta, variance=variance, clip_x0=False).sample(
+            Denoiser(d, model), torch.randn(SHAPE, generator=g), generator=g, progress=False)
         m, sd = exact_moments(d.alpha_bar, d.timesteps(steps, "trailing").tolist(), sampler, eta, variance)
         label = f"{sampler} {steps} steps eta={eta} {variance}"
         # Standard errors of a sample mean and standard deviation of N Gaussian values.
@@ -120,8 +121,8 @@ def test_few_ddim_steps_visibly_shrink_the_variance():
     _, sd10 = exact_moments(d.alpha_bar, d.timesteps(10).tolist(), "ddim")
     _, sd1000 = exact_moments(d.alpha_bar, d.timesteps(1000).tolist(), "ddim")
     assert sd10 < 0.85 * S and abs(sd1000 - S) < 0.01
-    x = d.sample(analytic_model(d.alpha_bar, "eps"), SHAPE, steps=10, clip_x0=False,
-                 generator=torch.Generator().manual_seed(0), progress=False)
+    x = SamplerConfig(steps=10, clip_x0=False).sample(Denoiser(d, analytic_model(d.alpha_bar, "eps")),
+                                                      torch.randn(SHAPE, generator=torch.Generator().manual_seed(0)))
     assert x.std().item() < 0.9 * S
 
 
@@ -129,8 +130,8 @@ def test_few_ddim_steps_visibly_shrink_the_variance():
 def test_every_spacing_matches_its_exact_moments(spacing):
     d = Diffusion(make_betas("cosine", 1000), prediction="v")
     model = analytic_model(d.alpha_bar, "v")
-    x = d.sample(model, SHAPE, sampler="ddim", steps=20, spacing=spacing, clip_x0=False,
-                 generator=torch.Generator().manual_seed(1), progress=False)
+    x = SamplerConfig("ddim", steps=20, spacing=spacing, clip_x0=False).sample(
+        Denoiser(d, model), torch.randn(SHAPE, generator=torch.Generator().manual_seed(1)), progress=False)
     m, sd = exact_moments(d.alpha_bar, d.timesteps(20, spacing).tolist(), "ddim")
     assert abs(x.mean().item() - m) < 5 * sd / math.sqrt(N) + 1e-3
     assert abs(x.std().item() - sd) < 5 * sd / math.sqrt(2 * N) + 1e-3
@@ -141,14 +142,16 @@ def test_ddim_inversion_then_sampling_reconstructs_x0():
     model and fixed-point refinement the round trip returns x_0 to float precision; the plain
     one-evaluation inversion is close, and its error shrinks with more steps."""
     d = Diffusion(make_betas("linear", 1000))
-    model = analytic_model(d.alpha_bar, "eps")
+    model = Denoiser(d, analytic_model(d.alpha_bar, "eps"))
     x0 = MU + S * torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     errors = {}
     for steps in (20, 100, 1000):
-        x_T = d.ddim_invert(model, x0, steps=steps, progress=False)
-        back = d.sample(model, x0.shape, steps=steps, x_T=x_T, clip_x0=False, progress=False)
+        sampler = SamplerConfig("ddim", steps, clip_x0=False)
+        x_T = ddim_invert(model, x0, sampler.timesteps(d), progress=False)
+        back = sampler.sample(model, x_T, progress=False)
         errors[steps] = (back - x0).abs().max().item()
     assert errors[1000] < errors[100] < errors[20] and errors[1000] < 0.01
-    x_T = d.ddim_invert(model, x0, steps=20, refine=20, progress=False)
-    back = d.sample(model, x0.shape, steps=20, x_T=x_T, clip_x0=False, progress=False)
+    sampler = SamplerConfig("ddim", 20, clip_x0=False)
+    x_T = ddim_invert(model, x0, sampler.timesteps(d), refine=20, progress=False)
+    back = sampler.sample(model, x_T, progress=False)
     assert (back - x0).abs().max().item() < 1e-9

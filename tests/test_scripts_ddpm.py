@@ -79,8 +79,8 @@ def test_sample_py_refuses_bad_checkpoints_in_one_line(tmp_path):
     save_checkpoint(tmp_path / "vit.pt", kind="vit", config=cfg, model=torch.nn.Linear(1, 1), step=0)
     save_checkpoint(tmp_path / "gan.pt", kind="gan", config=cfg, model=torch.nn.Linear(1, 1), step=0)
     expected = {"missing.pt": "no such checkpoint", "corrupt.pt": "corrupt or truncated",
-                "evil.pt": "could run code", "vit.pt": "a 'vit' checkpoint; sample.py reads ddpm, gan",
-                "gan.pt": "does not match this minigen's DCGAN"}
+                "evil.pt": "could run code", "vit.pt": "a 'vit' checkpoint, not a 'ddpm' or 'gan' one",
+                "gan.pt": "does not match this minigen's gan model"}
     for name, message in expected.items():
         r = run("sample.py", "--ckpt", str(tmp_path / name))
         assert r.returncode == 2, name

@@ -90,8 +90,9 @@ def test_compiled_network_with_frozen_weights_samples_like_eager():
     """sample.py --compile runs torch.compile(model, options={"freezing": True}): inductor's
     generated code, with the weights folded in as constants, must draw the same DDIM samples from
     the same noise as the eager network, up to float rounding."""
-    from minigen.diffusion import Diffusion
+    from minigen.diffusion import Diffusion, SamplerConfig
     from minigen.diffusion.schedules import make_betas
+    from minigen.pipelines import DiffusionPipeline
     torch.manual_seed(0)
     model = UNet(preset("tiny", num_classes=3)).eval()
     with torch.no_grad():                     # the zero-initialised output convolutions would give ε̂ = 0
@@ -99,9 +100,10 @@ def test_compiled_network_with_frozen_weights_samples_like_eager():
             p.add_(0.05 * torch.randn_like(p))
     d = Diffusion(make_betas("linear", 100))
     x_T = torch.randn(4, 1, 28, 28)
-    kwargs = {"sampler": "ddim", "steps": 3, "x_T": x_T, "y": torch.tensor([0, 1, 2, 0]), "guidance": 2.0,
-              "null_label": 3, "progress": False}
-    eager = d.sample(model, x_T.shape, **kwargs)
-    compiled = d.sample(torch.compile(model, options={"freezing": True}), x_T.shape, **kwargs)
+    pipe = DiffusionPipeline(model, d)
+    cond = pipe.condition(torch.tensor([0, 1, 2, 0]))
+    draw = lambda net: SamplerConfig("ddim", 3).sample(pipe.denoiser(2.0, network=net), x_T, cond=cond, progress=False)
+    eager = draw(model)
+    compiled = draw(torch.compile(model, options={"freezing": True}))
     assert eager.abs().mean() > 0.1                                   # a non-trivial draw
     assert torch.allclose(compiled, eager, atol=1e-4)

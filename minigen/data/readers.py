@@ -179,7 +179,7 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.nda
         raise DataError(f"{path}: {'an' if name[0] in 'AEIOUR' else 'a'} {name} image, but the model makes "
                         f"{kind.get(channels, channels)} images; convert it first")
     arr = np.asarray(resize_center_crop(img.convert("L" if channels == 1 else "RGB"), *size), dtype=np.uint8)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)           # (H, W, C) -> (C, H, W)
+    return (arr[None] if channels == 1 else arr.transpose(2, 0, 1)).copy()    # (H, W, C) -> (C, H, W)
 
 
 def box_mask(box: str, size: tuple[int, int]) -> np.ndarray:
