@@ -1,4 +1,4 @@
-"""Where and how reproducibly a run computes: the device, chosen and said out loud, and the seeds."""
+"""Where and how reproducibly a run computes: the device, chosen and said out loud, and the random seeds."""
 
 import os
 import random

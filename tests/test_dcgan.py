@@ -158,6 +158,9 @@ def test_train_gan_end_to_end_with_resume_and_sampling(tmp_path):
     assert r.returncode == 2 and "ask for a lower threshold" in r.stderr
     r = run("sample.py", "--ckpt", ckpt, "--strip", "--out", str(tmp_path / "j.png"))
     assert r.returncode == 2 and "a GAN has no reverse process" in r.stderr
+    for flag in (["--sampler", "ddpm"], ["--guidance", "2"], ["--color-target", "1"], ["--inpaint", "x.png"]):
+        r = run("sample.py", "--ckpt", ckpt, *flag, "--out", str(tmp_path / "k.png"))
+        assert r.returncode == 2 and f"{flag[0]} is for diffusion checkpoints" in r.stderr, r.stderr
 
 
 def test_discriminator_targets_smooth_reals_and_flip_a_few():

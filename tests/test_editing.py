@@ -137,11 +137,17 @@ def test_sample_py_editing_commands_write_side_by_side_pictures(tiny_ckpt):
     for args in (["--inpaint", str(out / "gray.png"), "--mask-box", "0,14,28,28", "--steps", "4", "--resample", "2",
                   "--jump-length", "2", "--class", "1", "-n", "2"],
                  ["--init", str(out / "gray.png"), "--strength", "0.5", "--steps", "4", "--class", "2", "-n", "2"],
-                 ["--invert", str(out / "gray.png"), "--steps", "3", "--class", "4"]):
+                 ["--invert", str(out / "gray.png"), "--steps", "3", "--class", "4"],
+                 # every sampler option reaches the edits: DDPM SDEdit with a negative class and thresholding
+                 ["--init", str(out / "gray.png"), "--sampler", "ddpm", "--steps", "3", "--class", "2",
+                  "--negative-class", "5", "--dynamic-threshold", "0.9", "--variance", "large", "-n", "2"],
+                 ["--inpaint", str(out / "gray.png"), "--mask-box", "0,0,10,10", "--sampler", "ddim", "--eta", "1",
+                  "--steps", "4", "--class", "3", "-n", "2", "--spacing", "leading"]):
         r = sample("--ckpt", ckpt, "--out", str(out / "edit.png"), *args)
         assert r.returncode == 0, r.stderr
         assert Image.open(out / "edit.png").width > 3 * 28
-    assert "PSNR" in r.stdout and "SSIM" in r.stdout
+        if "--invert" in args:
+            assert "PSNR" in r.stdout and "SSIM" in r.stdout
 
 
 @pytest.mark.parametrize("args,message", [
@@ -152,6 +158,13 @@ def test_sample_py_editing_commands_write_side_by_side_pictures(tiny_ckpt):
     (["--init", "gray.png", "--strength", "1.5", "--class", "1"], "must be in (0, 1]"),
     (["--inpaint", "gray.png", "--mask-box", "0,0,40,10", "--class", "1"], "must lie inside"),
     (["--init", "missing.png", "--class", "1"], "no such image file"),
+    (["--sampler", "ddpm", "--eta", "0.5"], "--eta is DDIM's noise"),
+    (["--variance", "large"], "--variance is the ddpm sampler's"),
+    (["--mask-box", "0,0,4,4"], "--mask-box goes with --inpaint"),
+    (["--strength", "0.3"], "--strength goes with --init"),
+    (["--init", "gray.png", "--class", "1", "--strip"], "--strip draws plain samples"),
+    (["--init", "gray.png", "--invert", "gray.png"], "one edit at a time"),
+    (["--min-d-prob", "0.5"], "needs a GAN checkpoint"),
 ])
 def test_sample_py_editing_rejects_bad_input_in_one_line(tiny_ckpt, args, message):
     args = [str(tiny_ckpt / a) if a.endswith(".png") else a for a in args]

@@ -71,7 +71,7 @@ def schedule_table(T: int = 1000, names=NAMES, points: int = 9) -> str:
 
 
 def plot_schedules(path: str, T: int = 1000, names=("linear", "cosine", "sigmoid")):
-    """Two panels, ᾱ_t and log10 SNR(t) against t, one line per schedule (the seeds' comparison)."""
+    """Two panels, ᾱ_t and log10 SNR(t) against t, one line per schedule (the comparison in Nichol & Dhariwal 2021, Fig. 5)."""
     from ..images import line_chart
     series_a, series_s = {}, {}
     for name in names:

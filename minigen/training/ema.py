@@ -7,7 +7,7 @@ The warm-up (the form used by Karras et al.'s and diffusers' EMA) makes early av
 follow the weights closely, when the initial weights are noise, and approach
 `max_decay` as training goes on. With inv_gamma = 1, power = 2/3 the decay reaches 0.999
 at about 31k steps; power = 3/4 suits short runs. Samples are drawn from the EMA weights:
-Ho et al. 2020 (§B) and the seeds all do, and the samples are visibly smoother.
+Ho et al. 2020 (§B) and most diffusion codebases do, and the samples are visibly smoother.
 
 Buffers (BatchNorm running statistics, for instance) are copied, not averaged: they are
 already averages, and averaging a step counter is meaningless.
