@@ -1,15 +1,22 @@
 """minigen: generative vision models written out in plain PyTorch, to be read.
 
 Where things live:
-    minigen/data/       built-in data sets (glyphs, shapes), readers for real data, download
-    minigen/checkpoint.py   one-file checkpoints, saved atomically, loaded without pickled code
-    minigen/ema.py      exponential moving average of weights
-    minigen/lr.py       learning-rate warm-up then cosine decay
-    minigen/images.py   sample grids, strips and GIFs
-    minigen/runtime.py  seeding and device choice
-    minigen/runlog.py   JSON-lines metrics log
-    minigen/schedules.py  β schedules (linear, cosine, sigmoid)
-    minigen/diffusion.py  forward process, losses, DDPM and DDIM samplers
+    minigen/models/      the networks: unet.py (denoiser), dcgan.py (G and D), vit.py (classifier)
+    minigen/layers.py    what several models share: time embedding, attention (self or cross)
+    minigen/diffusion/   the process (q, loss, one step), the denoiser and its guidance wrappers,
+                         the one sampling loop, editing (RePaint, SDEdit, inversion), schedules
+    minigen/pipelines.py load(checkpoint) -> a pipeline ready to sample or judge
+    minigen/training/    the run lifecycle (resume, Ctrl-C, DDP, saves), checkpoints, EMA, LR, logs
+    minigen/data/        the data registry, built-in sets, readers for real data, download
+    minigen/evaluation/  metrics, cost (parameters, FLOPs, memory), the benchmark
+    minigen/images.py    grids, strips, GIFs;  interpolation.py  slerp
+    minigen/device.py  progress.py  cli.py  errors.py   device and seeds, progress bars, flags, errors
+
+The seams, in a few lines:
+    pipe = pipelines.load("runs/ddpm/last.pt")                  # network (EMA), diffusion, shape, classes
+    denoiser = pipe.denoiser(guidance=3.0)                      # (x_t, t, **cond) -> x̂_0, ε̂, guided
+    x = SamplerConfig("ddim", steps=50).sample(denoiser, pipe.noise(8), cond=pipe.condition(labels))
+and a training script:  run = Run(cfg, kind); run.attach(model, ...); with run: for step in run.steps(): ...
 """
 
 __version__ = "0.1.0"
