@@ -25,14 +25,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
-from minigen.cli import run
-from minigen.data import load_dataset
+from minigen.cli import Parser, at_least, non_negative, number, run, writable_folder
+from minigen.data import train_and_test
 from minigen.device import pick_device, seed_everything
 from minigen.diffusion import SamplerConfig
 from minigen.errors import MinigenError
@@ -41,18 +40,24 @@ from minigen.models.vit import ViT, ViTConfig
 from minigen.models.vit import preset as vit_preset
 
 
+def numbers(base, check=None):
+    """An argparse type for a comma-separated list of numbers, each checked like cli.number."""
+    one = number(base, check)
+    return lambda text: [one(part) for part in text.split(",")]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--judge", required=True, help="ViT checkpoint from train_vit.py, trained on the same data")
     p.add_argument("--gan", default=None, help="GAN checkpoint from train_gan.py")
     p.add_argument("--ddpm", default=None, help="diffusion checkpoint from train_ddpm.py")
-    p.add_argument("-n", type=int, default=200, help="samples per row (default: 200)")
-    p.add_argument("--guidance", default="1,3", help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
-    p.add_argument("--ddpm-steps", type=int, default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
-    p.add_argument("--ddpm-n", type=int, default=None,
+    p.add_argument("-n", type=number(int, at_least(10)), default=200, help="samples per row (default: 200)")
+    p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
+    p.add_argument("--ddpm-steps", type=number(int, non_negative), default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
+    p.add_argument("--ddpm-n", type=number(int, at_least(1)), default=None,
                    help="samples in the ancestral DDPM row, which is 20-100x slower than the others (default: -n)")
-    p.add_argument("--ddim-steps", default="50,10", help="comma-separated DDIM step counts (default: 50,10)")
-    p.add_argument("--cas-steps", type=int, default=300, help="training steps of the CAS classifier (default: 300)")
+    p.add_argument("--ddim-steps", type=numbers(int, at_least(1)), default=[50, 10], help="comma-separated DDIM step counts (default: 50,10)")
+    p.add_argument("--cas-steps", type=number(int, at_least(1)), default=300, help="training steps of the CAS classifier (default: 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default: 0)")
     p.add_argument("--out", default="runs/eval", help="folder for trilemma.json and trilemma.md (default: runs/eval)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
@@ -93,15 +98,24 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
-    if args.n < 10:
-        raise MinigenError(f"-n {args.n}: at least 10 samples per row are needed for the statistics")
+    out = writable_folder(args.out)
 
     # ---- the judge and the real data ---------------------------------------------------------
     judge_pipe = pipelines.load(args.judge, device, kind="vit")
+    gan = pipelines.load(args.gan, device, kind="gan") if args.gan else None
+    pipe = pipelines.load(args.ddpm, device, kind="ddpm") if args.ddpm else None
+    runs = []                                       # (sampler, steps, guidance) of the diffusion rows
+    if pipe is not None:
+        runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
+        runs += [("ddim", steps, w) for steps in args.ddim_steps for w in args.guidance]
+        too_many = [steps for _, steps, _ in runs if steps > pipe.diffusion.T]
+        if too_many:
+            raise MinigenError(f"{too_many[0]} steps: more than the model's T = {pipe.diffusion.T}")
     judge, data = judge_pipe.network, judge_pipe.data
     kw = dict(root=data["data_root"], size=data["image_size"], channels=data["channels"])
-    train = load_dataset(data["dataset"], "train", **kw)
-    test = load_dataset(data["dataset"], "test", **kw)
+    train, test = train_and_test(data["dataset"], **kw)
+    if len(test) < 10:
+        raise MinigenError(f"{args.judge}: its data set has {len(test)} test images; the statistics need at least 10")
     K = judge.config.num_classes
     trained = f"{judge_pipe.test_accuracy:.2%} test accuracy" if judge_pipe.test_accuracy is not None else "accuracy not measured"
     print(f"judge: ViT trained on {data['dataset']} ({trained})")
@@ -131,8 +145,7 @@ def main(argv=None) -> int:
     measure("real test images (floor)", tx, ty, None)
 
     # ---- the GAN -----------------------------------------------------------------------------
-    if args.gan:
-        gan = pipelines.load(args.gan, device, kind="gan")
+    if gan is not None:
         if gan.image_shape != train.shape:
             raise MinigenError(f"{args.gan}: makes {'x'.join(map(str, gan.image_shape))} images, the judge's "
                                f"data is {'x'.join(map(str, train.shape))}")
@@ -146,11 +159,7 @@ def main(argv=None) -> int:
         measure("GAN", x.cpu(), labels, sorted(times)[2])
 
     # ---- the diffusion model at several step counts and guidance scales ------------------
-    if args.ddpm:
-        pipe = pipelines.load(args.ddpm, device, kind="ddpm")
-        runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
-        guidances = [float(w) for w in args.guidance.split(",")]
-        runs += [("ddim", int(s), w) for s in args.ddim_steps.split(",") for w in guidances]
+    if pipe is not None:
         for sampler, steps, w in runs:
             m = (args.ddpm_n or n) if sampler == "ddpm" else n
             generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -160,8 +169,6 @@ def main(argv=None) -> int:
             measure(f"{sampler.upper()} {steps} steps, w={w:g}", x.cpu(), labels[:m], time.perf_counter() - start)
 
     # ---- report -------------------------------------------------------------------------------
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | images/s ↑ | s/image |\n"
               "|---|---|---|---|---|---|---|---|---|---|")
     lines = [header] + [

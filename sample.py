@@ -23,12 +23,11 @@ reported in one line, with exit status 2.
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from minigen import pipelines
-from minigen.cli import run
+from minigen.cli import Parser, at_least, between, number, run, writable_image
 from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
@@ -47,50 +46,51 @@ DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    count = number(int, at_least(1))
     p.add_argument("--ckpt", required=True, help="checkpoint written by train_ddpm.py or train_gan.py")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="ancestral DDPM or DDIM (default: ddim; ddpm for --inpaint, as RePaint)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=count, default=None,
                    help="network evaluations (default: 50 for ddim, T for ddpm, 100 for --inpaint)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM noise: 0 deterministic, 1 DDPM-like (default: 0)")
+    p.add_argument("--eta", type=number(float, between(0, 1)), default=None, help="DDIM noise: 0 deterministic, 1 DDPM-like (default: 0)")
     p.add_argument("--spacing", choices=SPACINGS, default=None, help="which timesteps to visit (default: trailing)")
     p.add_argument("--variance", choices=VARIANCES, default=None,
                    help="DDPM variance: posterior β̃ (small) or β (large) (default: small)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale w; 1 = none (default: 3)")
-    p.add_argument("--class", dest="class_", type=int, default=None,
+    p.add_argument("--guidance", type=number(float), default=None, help="classifier-free guidance scale w; 1 = none (default: 3)")
+    p.add_argument("--class", dest="class_", type=number(int, at_least(0)), default=None,
                    help="generate this class only (default: a row per class)")
-    p.add_argument("--negative-class", type=int, default=None,
+    p.add_argument("--negative-class", type=number(int, at_least(0)), default=None,
                    help="steer away from this class (a 'negative prompt': replaces the unconditional pass)")
-    p.add_argument("-n", type=int, default=None, help="number of images (default: 10 per class, or 64; 4 when editing)")
+    p.add_argument("-n", type=count, default=None, help="number of images (default: 10 per class, or 64; 4 when editing)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images (default: 0)")
     p.add_argument("--out", default="samples.png", help="output grid (default: samples.png)")
     p.add_argument("--strip", action="store_true", help="also write OUT_strip.png: the reverse process of the first image")
     p.add_argument("--gif", action="store_true", help="also write OUT.gif: the whole grid denoising")
     p.add_argument("--no-clip", action="store_true", help="do not clip the predicted x_0 to [-1, 1]")
-    p.add_argument("--dynamic-threshold", type=float, default=None, metavar="P",
+    p.add_argument("--dynamic-threshold", type=number(float, between(0, 1, low_open=True)), default=None, metavar="P",
                    help="dynamic thresholding of x_0 at percentile P, e.g. 0.995 (Saharia et al. 2022)")
-    p.add_argument("--min-d-prob", type=float, default=None, metavar="P",
+    p.add_argument("--min-d-prob", type=number(float, between(0, 1)), default=None, metavar="P",
                    help="GAN only: keep samples the discriminator scores as real with probability >= P "
                         "(e.g. 0.7), drawing more until there are enough")
-    p.add_argument("--interpolate", type=int, default=None, metavar="N",
+    p.add_argument("--interpolate", type=number(int, at_least(2)), default=None, metavar="N",
                    help="also write OUT_interp.png and .gif: N steps of a spherical walk between two latents "
                         "(GAN z, or DDIM x_T with eta 0)")
     e = p.add_argument_group("editing and guidance (diffusion checkpoints; every sampler flag above applies)")
     e.add_argument("--inpaint", metavar="IMAGE", help="regenerate the masked part of IMAGE (RePaint)")
     e.add_argument("--mask", metavar="MASK", help="grayscale mask of IMAGE's size: white = regenerate")
     e.add_argument("--mask-box", metavar="x0,y0,x1,y1", help="regenerate this box (pixels of the model's size)")
-    e.add_argument("--jump-length", type=int, default=None, help="RePaint: steps per resampling block (default: 10)")
-    e.add_argument("--resample", type=int, default=None, help="RePaint: times each block is denoised (default: 5)")
+    e.add_argument("--jump-length", type=count, default=None, help="RePaint: steps per resampling block (default: 10)")
+    e.add_argument("--resample", type=count, default=None, help="RePaint: times each block is denoised (default: 5)")
     e.add_argument("--init", metavar="IMAGE", help="image-to-image (SDEdit): start from IMAGE noised to --strength")
-    e.add_argument("--strength", type=float, default=None, help="SDEdit noise level in (0, 1] (default: 0.6)")
+    e.add_argument("--strength", type=number(float, between(0, 1, low_open=True)), default=None, help="SDEdit noise level in (0, 1] (default: 0.6)")
     e.add_argument("--invert", metavar="IMAGE", help="DDIM-invert IMAGE to x_T, reconstruct it (PSNR, SSIM) "
                                                      "and re-sample the same x_T with --class")
     e.add_argument("--classifier", metavar="CKPT", help="classifier guidance by a ViT trained with "
                                                         "train_vit.py --noisy (Dhariwal & Nichol 2021)")
-    e.add_argument("--classifier-scale", type=float, default=None, help="classifier guidance scale s (default: 1)")
+    e.add_argument("--classifier-scale", type=number(float), default=None, help="classifier guidance scale s (default: 1)")
     e.add_argument("--color-target", metavar="R,G,B", help="guide samples towards this colour (values in [0, 1])")
-    e.add_argument("--color-scale", type=float, default=None, help="strength of the colour guidance (default: 20)")
+    e.add_argument("--color-scale", type=number(float), default=None, help="strength of the colour guidance (default: 20)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network with frozen weights (the per-step call, not the loop)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -184,8 +184,8 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
         return panels, captions, f"inpainting (RePaint, {sampler.sampler} {sampler.steps} steps, jump {jump}, resample {resample})"
     if args.init:
         strength = args.strength if args.strength is not None else 0.6
-        if not 0 < strength <= 1:
-            raise MinigenError(f"--strength {strength}: must be in (0, 1]")
+        if round(strength * d.T) < 1:
+            raise MinigenError(f"--strength {strength}: less than one step of the chain; use at least {1 / d.T:g}")
         x_t0, ts = sdedit_start(d, image.expand(n, -1, -1, -1), strength, sampler.timesteps(d), generator)
         result = sampler.sample(denoiser, x_t0, ts, cond=cond, generator=generator, progress=progress)
         return torch.cat([image, result]), ["input"] + [f"s={strength}"] * n, f"SDEdit at strength {strength} ({sampler.sampler})"
@@ -208,6 +208,9 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    out = writable_image(args.out)
+    for name in ("interpolate",) if args.interpolate else ():
+        writable_image(out.with_name(out.stem + "_interp.png"))
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
     pipe = pipelines.load(args.ckpt, device, kind=KINDS)
@@ -235,8 +238,6 @@ def main(argv=None) -> int:
     else:
         n = args.n if args.n is not None else (1 if args.invert else 4 if editing else 16 if K else 64)
         labels = torch.full((n,), args.class_ if args.class_ is not None else 0)
-    if n < 1:
-        raise MinigenError(f"-n {n}: ask for at least one image")
 
     # Sampling never changes the weights, so inductor may treat them as constants ("freezing"): it
     # folds them into the graph and pre-packs convolution weights for oneDNN. Only the per-step
@@ -244,7 +245,6 @@ def main(argv=None) -> int:
     model = pipe.generator if pipe.kind == "gan" else pipe.network
     net = torch.compile(model, options={"freezing": True}) if args.compile else model
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    out = Path(args.out)
     start = time.perf_counter()
     frames = Frames() if args.strip or args.gif else None
     if pipe.kind == "gan":
@@ -288,8 +288,6 @@ def main(argv=None) -> int:
 
     # ---- a walk between two latents -----------------------------------------------------------
     if args.interpolate:
-        if args.interpolate < 2:
-            raise MinigenError(f"--interpolate {args.interpolate}: ask for at least 2 frames")
         frames_n = args.interpolate
         label = labels[:1].expand(frames_n)
         fractions = torch.linspace(0, 1, frames_n)

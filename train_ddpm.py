@@ -23,12 +23,13 @@ from functools import partial
 
 import torch
 
-from minigen.cli import add_config_args, config_from_args, run, setting
+from minigen.cli import (Parser, add_config_args, at_least, between, parse_config, non_negative, positive, run,
+                         setting)
 from minigen.data import DataConfig, batch_indices, load_dataset
+from minigen.device import seed_everything
 from minigen.diffusion import PREDICTIONS, Diffusion, DiffusionConfig, Frames, SamplerConfig
 from minigen.diffusion.samplers import frame_caption
 from minigen.diffusion.schedules import NAMES as SCHEDULES
-from minigen.device import seed_everything
 from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_flops, count_parameters
 from minigen.images import save_grid, save_strip
@@ -43,21 +44,24 @@ from minigen.training.lr import warmup_cosine
 class TrainConfig(DataConfig, RunConfig):
     preset: str = setting("cpu", "U-Net size", choices=PRESETS)
     dropout: float | None = setting(None, "dropout in the U-Net's ResBlocks (default: the preset's, 0.1; 0 trains "
-                                          "about 1.1x faster on a CPU, README Performance)")
-    steps: int = setting(1200, "total optimizer steps of the run (a resumed run stops at the same step)", runtime=True)
-    batch_size: int = setting(64, "images per step (per process under torchrun)")
-    lr: float = setting(1e-3, "peak AdamW learning rate")
-    warmup: int = setting(100, "linear learning-rate warm-up steps, then cosine decay to 0")
-    weight_decay: float = setting(0.0, "AdamW weight decay")
-    grad_clip: float = setting(1.0, "clip the gradient's global norm to this (0: off)")
+                                          "about 1.1x faster on a CPU, README Performance)",
+                                   check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    steps: int = setting(1200, "total optimizer steps of the run (a resumed run stops at the same step)", runtime=True,
+                         check=at_least(1))
+    batch_size: int = setting(64, "images per step (per process under torchrun)", check=at_least(1))
+    lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
+    warmup: int = setting(100, "linear learning-rate warm-up steps, then cosine decay to 0", check=non_negative)
+    weight_decay: float = setting(0.0, "AdamW weight decay", check=non_negative)
+    grad_clip: float = setting(1.0, "clip the gradient's global norm to this (0: off)", check=non_negative)
     schedule: str = setting("linear", "β schedule", choices=SCHEDULES)
-    T: int = setting(1000, "number of diffusion steps")
+    T: int = setting(1000, "number of diffusion steps", check=at_least(1))
     prediction: str = setting("eps", "what the network predicts: eps (noise), x0 (clean image), v (velocity)",
                               choices=PREDICTIONS)
-    min_snr: float = setting(5.0, "min-SNR-γ loss weighting, Hang et al. 2023 (0: off)")
+    min_snr: float = setting(5.0, "min-SNR-γ loss weighting, Hang et al. 2023 (0: off)", check=non_negative)
     cond_drop: float = setting(0.1, "probability of replacing the label by 'null', so the model also learns "
-                                    "the unconditional score for classifier-free guidance")
-    ema_decay: float = setting(0.999, "largest EMA decay (it warms up from 0); samples use the EMA weights")
+                                    "the unconditional score for classifier-free guidance", check=between(0, 1))
+    ema_decay: float = setting(0.999, "largest EMA decay (it warms up from 0); samples use the EMA weights",
+                                check=between(0, 1))
     out: str = setting("runs/ddpm", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
     compile: bool = setting(False, "torch.compile the model for training (the plain module is what gets saved)",
                             runtime=True)
@@ -65,8 +69,9 @@ class TrainConfig(DataConfig, RunConfig):
                                   runtime=True)
     amp: bool = setting(False, "bf16 autocast (CUDA only)", runtime=True)
     sample_every: int = setting(500, "write a sample grid and reverse-diffusion strip every N steps (0: only at the end)",
-                                runtime=True)
-    sample_steps: int = setting(50, "DDIM steps for the progress samples", runtime=True)
+                                runtime=True, check=non_negative)
+    sample_steps: int = setting(50, "DDIM steps for the progress samples (at most --T)", runtime=True,
+                               check=at_least(1))
     guidance: float = setting(3.0, "classifier-free guidance scale w for the progress samples (1: none)", runtime=True)
 
 
@@ -84,14 +89,15 @@ def draw(pipe: DiffusionPipeline, x_T, labels, cfg, progress: bool = False):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, TrainConfig)
-    run_ = Run(config_from_args(TrainConfig, parser.parse_args(argv)), kind="ddpm")
+    cfg, given = parse_config(parser, TrainConfig, argv)
+    run_ = Run(cfg, kind="ddpm", given=given)
     cfg, device, say = run_.cfg, run_.device, run_.say
     if cfg.amp and device.type != "cuda":
         say(f"note: --amp (bf16 autocast) is for CUDA; training in fp32 on {device.type}")
-    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
-        raise MinigenError(f"--dropout {cfg.dropout}: must be in [0, 1)")
+    if cfg.sample_steps > cfg.T:
+        raise MinigenError(f"--sample-steps {cfg.sample_steps}: must be at most --T {cfg.T}")
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minigen.cli import add_config_args, config_from_args, run, setting
+from minigen.cli import (Parser, add_config_args, at_least, between, parse_config, non_negative, positive, run,
+                         setting)
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
@@ -47,22 +48,31 @@ from minigen.training.lifecycle import Run, RunConfig
 
 @dataclass
 class GANTrainConfig(DataConfig, RunConfig):
-    image_size: int | None = setting(None, f"resize images to SIZE x SIZE, one of {SIZES} (required for folder:PATH)")
+    image_size: int | None = setting(None, f"resize images to SIZE x SIZE, one of {SIZES} (required for folder:PATH)",
+                                    check=lambda v: None if v in SIZES else f"must be one of {SIZES}")
     preset: str = setting("cpu", "network size", choices=PRESETS)
-    steps: int = setting(5000, "total steps (one D update and one G update each) of the run", runtime=True)
-    batch_size: int = setting(64, "real images per step (per process under torchrun)")
-    lr_g: float = setting(2e-4, "Adam learning rate of G (Radford et al.: 2e-4)")
-    lr_d: float = setting(2e-4, "Adam learning rate of D (Radford et al.: 2e-4)")
-    beta1: float = setting(0.5, "Adam β1 (Radford et al.: 0.5, for stability)")
-    beta2: float = setting(0.999, "Adam β2")
-    ema_decay: float = setting(0.999, "largest EMA decay of G's weights (0: no EMA); samples and checkpoints use the EMA G")
-    real_label: float = setting(0.9, "D's target for real images: one-sided label smoothing (1: off; 0.8 is also common)")
-    flip_prob: float = setting(0.05, "probability of swapping an image's real/fake target in D's update (0: off)")
-    diffaug: str = setting("translation", f"DiffAugment policies for D's inputs, comma-separated: {','.join(POLICIES)} ('': off)")
+    steps: int = setting(5000, "total steps (one D update and one G update each) of the run", runtime=True,
+                         check=at_least(1))
+    batch_size: int = setting(64, "real images per step (per process under torchrun)", check=at_least(1))
+    lr_g: float = setting(2e-4, "Adam learning rate of G (Radford et al.: 2e-4)", check=positive)
+    lr_d: float = setting(2e-4, "Adam learning rate of D (Radford et al.: 2e-4)", check=positive)
+    beta1: float = setting(0.5, "Adam β1 (Radford et al.: 0.5, for stability)",
+                          check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    beta2: float = setting(0.999, "Adam β2", check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    ema_decay: float = setting(0.999, "largest EMA decay of G's weights (0: no EMA); samples and checkpoints use the EMA G",
+                                check=between(0, 1))
+    real_label: float = setting(0.9, "D's target for real images: one-sided label smoothing (1: off; 0.8 is also common)",
+                                check=between(0, 1, low_open=True))
+    flip_prob: float = setting(0.05, "probability of swapping an image's real/fake target in D's update (0: off)",
+                               check=between(0, 1))
+    diffaug: str = setting("translation", f"DiffAugment policies for D's inputs, comma-separated: {','.join(POLICIES)} ('': off)",
+                           check=lambda v: next((f"unknown policy {p!r}; choose from {', '.join(POLICIES)}"
+                                                 for p in v.split(",") if p and p not in POLICIES), None))
     out: str = setting("runs/gan", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
     compile: bool = setting(False, "torch.compile G and D (the plain modules are what gets saved)", runtime=True)
     amp: bool = setting(False, "bf16 autocast (CUDA only)", runtime=True)
-    sample_every: int = setting(500, "write a fixed-noise sample grid every N steps (0: only at the end)", runtime=True)
+    sample_every: int = setting(500, "write a fixed-noise sample grid every N steps (0: only at the end)", runtime=True,
+                                check=non_negative)
 
 
 D_COLLAPSE_LOSS, D_COLLAPSE_STEPS, DIVERSITY_FLOOR, DIVERSITY_FROM = 0.05, 200, 0.25, 500
@@ -77,9 +87,10 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, GANTrainConfig)
-    run_ = Run(config_from_args(GANTrainConfig, parser.parse_args(argv)), kind="gan")
+    cfg, given = parse_config(parser, GANTrainConfig, argv)
+    run_ = Run(cfg, kind="gan", given=given)
     cfg, device, say = run_.cfg, run_.device, run_.say
     if cfg.amp and device.type != "cuda":
         say(f"note: --amp (bf16 autocast) is for CUDA; training in fp32 on {device.type}")

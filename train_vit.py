@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigen.cli import add_config_args, config_from_args, run, setting
-from minigen.data import DataConfig, batch_indices, folder_path, load_dataset
+from minigen.cli import (Parser, add_config_args, at_least, between, parse_config, non_negative, positive, run,
+                         setting)
+from minigen.data import DataConfig, batch_indices, train_and_test
 from minigen.device import seed_everything
 from minigen.diffusion import Diffusion, DiffusionConfig
 from minigen.diffusion.schedules import NAMES as SCHEDULES
@@ -39,22 +40,26 @@ from minigen.training.lr import warmup_cosine
 
 @dataclass
 class ViTTrainConfig(DataConfig, RunConfig):
-    shift: float = setting(0.07, "random translation of training images by up to this fraction of their size (0: off)")
+    shift: float = setting(0.07, "random translation of training images by up to this fraction of their size (0: off)",
+                          check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
     preset: str = setting("cpu", "ViT size", choices=PRESETS)
-    steps: int = setting(3500, "optimizer steps", runtime=True)
-    batch_size: int = setting(128, "images per step (per process under torchrun)")
-    lr: float = setting(1e-3, "peak AdamW learning rate")
-    warmup: int = setting(200, "linear warm-up steps, then cosine decay to 0")
-    weight_decay: float = setting(0.05, "AdamW weight decay")
-    label_smoothing: float = setting(0.1, "cross-entropy label smoothing (Szegedy et al. 2016)")
+    steps: int = setting(3500, "optimizer steps", runtime=True, check=at_least(1))
+    batch_size: int = setting(128, "images per step (per process under torchrun)", check=at_least(1))
+    lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
+    warmup: int = setting(200, "linear warm-up steps, then cosine decay to 0", check=non_negative)
+    weight_decay: float = setting(0.05, "AdamW weight decay", check=non_negative)
+    label_smoothing: float = setting(0.1, "cross-entropy label smoothing (Szegedy et al. 2016)", check=between(0, 1))
     noisy: bool = setting(False, "train on images noised by the diffusion forward process at random t, for classifier "
                                  "guidance (Dhariwal & Nichol 2021): sample.py --classifier OUT/last.pt")
     noise_schedule: str = setting("linear", "β schedule of the noising with --noisy: match the diffusion model's",
                                   choices=SCHEDULES)
-    noise_T: int = setting(1000, "number of diffusion steps of the noising with --noisy: match the diffusion model's")
+    noise_T: int = setting(1000, "number of diffusion steps of the noising with --noisy: match the diffusion model's",
+                           check=at_least(1))
     out: str = setting("runs/vit", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
-    eval_every: int = setting(1000, "measure accuracy on 2,000 test images every N steps", runtime=True)
-    log_every: int = setting(20, "append a line to OUT/metrics.jsonl every N steps", runtime=True)
+    eval_every: int = setting(1000, "measure accuracy on 2,000 test images every N steps (0: only at the end)",
+                             runtime=True, check=non_negative)
+    log_every: int = setting(20, "append a line to OUT/metrics.jsonl every N steps", runtime=True,
+                            check=at_least(1))
 
 
 @torch.no_grad()
@@ -83,21 +88,17 @@ def attention_picture(model, data, device, path: Path, n: int = 8) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, ViTTrainConfig)
-    run_ = Run(config_from_args(ViTTrainConfig, parser.parse_args(argv)), kind="vit")
+    cfg, given = parse_config(parser, ViTTrainConfig, argv)
+    run_ = Run(cfg, kind="vit", given=given)
     cfg, device, say = run_.cfg, run_.device, run_.say
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
     kw = {"root": cfg.data_root, "size": cfg.image_size, "channels": cfg.channels, "seed": cfg.seed,
           "download_missing": cfg.download and run_.main}
-    train = load_dataset(cfg.dataset, "train", **kw)
-    test = load_dataset(cfg.dataset, "test", **kw) if folder_path(cfg.dataset) is None else None
-    if test is None:   # a folder has one split: hold out every 10th image
-        held = torch.arange(len(train)) % 10 == 0
-        test = dataclasses.replace(train, images=train.images[held], labels=train.labels[held])
-        train = dataclasses.replace(train, images=train.images[~held], labels=train.labels[~held])
+    train, test = train_and_test(cfg.dataset, **kw)                 # a folder: every 10th image held out
     C, H, W = train.shape
     if len(train.classes) < 2:
         raise MinigenError(f"{cfg.dataset} has one class; a classifier needs at least two (use subfolders)")
@@ -106,6 +107,10 @@ def main(argv=None) -> int:
     # ---- model, optimizer -----------------------------------------------------------------
     model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(train.classes),
                        time_conditioned=cfg.noisy)
+    P = model_cfg.patch_size
+    if H % P or W % P:
+        raise MinigenError(f"--preset {cfg.preset} cuts images into {P}x{P} patches, which do not tile "
+                           f"{H}x{W} images; choose a preset whose patch size divides {H} and {W}, or --image-size")
     model = ViT(model_cfg).to(device)
     flops = count_flops(model, torch.zeros(1, C, H, W, device=device))
     say(f"model: ViT '{cfg.preset}', {count_parameters(model) / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP per "

@@ -8,7 +8,7 @@ Where things live:
     minigen/pipelines.py load(checkpoint) -> a pipeline ready to sample or judge
     minigen/training/    the run lifecycle (resume, Ctrl-C, DDP, saves), checkpoints, EMA, LR, logs
     minigen/data/        the data registry, built-in sets, readers for real data, download
-    minigen/evaluation/  metrics, cost (parameters, FLOPs, memory), the benchmark
+    minigen/evaluation/  metrics, cost (parameters, FLOPs), the benchmark
     minigen/images.py    grids, strips, GIFs;  interpolation.py  slerp
     minigen/device.py  progress.py  cli.py  errors.py   device and seeds, progress bars, flags, errors
 

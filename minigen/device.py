@@ -1,4 +1,5 @@
-"""Where and how reproducibly a run computes: the device, chosen and said out loud, and the random seeds."""
+"""Where and how reproducibly a run computes: the device, chosen and said out loud, the random
+seeds, and the memory the process holds."""
 
 import os
 import random
@@ -33,3 +34,13 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, str]:
         return torch.device("mps"), "mps: Apple GPU found, no CUDA"
     threads = torch.get_num_threads()
     return torch.device("cpu"), f"cpu: no CUDA or MPS device found ({threads} threads, {os.cpu_count()} cores)"
+
+
+def resident_memory_mib() -> float:
+    """This process's resident memory now (Linux /proc), else its peak so far (resource), in MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from minigen.errors import CheckpointError
 from minigen.training.checkpoint import check_config, load_checkpoint, restore, save_checkpoint
 from minigen.training.ema import EMA
-from minigen.errors import CheckpointError
 from minigen.training.lr import warmup_cosine
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigen.training.checkpoint import load_checkpoint
-from minigen.models.dcgan import SIZES, Discriminator, Generator, preset
-from minigen.training.diffaug import cutout, diff_augment, translation
 from minigen.interpolation import slerp
+from minigen.models.dcgan import SIZES, Discriminator, Generator, preset
+from minigen.training.checkpoint import load_checkpoint
+from minigen.training.diffaug import cutout, diff_augment, translation
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from minigen.diffusion import ClassifierGuidance, Denoiser, Diffusion, LossGuidance, SamplerConfig
 from minigen.diffusion.editing import colour_loss, repaint_projection, repaint_timesteps, sdedit_start
-from minigen.evaluation.metrics import psnr, ssim
 from minigen.diffusion.schedules import make_betas
+from minigen.evaluation.metrics import psnr, ssim
 
 ROOT = Path(__file__).resolve().parents[1]
 

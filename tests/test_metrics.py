@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minigen.evaluation.metrics import (accuracy, frechet_distance, frechet_distance_of, inception_score,
-                             precision_recall)
+                                        precision_recall)
 
 
 def test_frechet_distance_of_one_dimensional_gaussians():

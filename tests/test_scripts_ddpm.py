@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import train_ddpm
-from minigen.training.checkpoint import load_checkpoint, save_checkpoint
 from minigen.models.unet import preset
+from minigen.training.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--batch-size", "16", "--sample-steps", "3", "--log-every", "2", "--warmup", "2"]
@@ -166,4 +166,4 @@ def test_dropout_flag_reaches_the_saved_config_and_bad_values_fail_in_one_line(t
     assert code == 0
     assert load_checkpoint(tmp_path / "a" / "last.pt")["config"]["dropout"] == 0.3
     code = train_ddpm.run(train_ddpm.main, [*TINY, "--dropout", "1.5", "--steps", "1", "--out", str(tmp_path / "b")])
-    assert code == 2 and "--dropout 1.5: must be in [0, 1)" in capsys.readouterr().err
+    assert code == 2 and "--dropout: 1.5: must be in [0, 1)" in capsys.readouterr().err

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from minigen.device import pick_device, seed_everything
+from minigen.images import save_gif, save_grid, save_strip
+from minigen.progress import progress_bar
 from minigen.training.ema import EMA
-from minigen.images import save_grid, save_gif, save_strip
 from minigen.training.lr import warmup_cosine
 from minigen.training.runlog import MetricsLog, read_log
-from minigen.device import pick_device, seed_everything
-from minigen.progress import progress_bar
 
 
 def test_ema_two_steps_by_hand():

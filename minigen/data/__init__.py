@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cli import setting
+from ..cli import at_least, setting
 from ..errors import DataError
 from . import readers
 from .download import download
@@ -45,7 +45,8 @@ def data_root() -> Path:
 class DataConfig:
     """The data settings every training script shares; its config dataclass extends this one."""
     dataset: str = setting("glyphs", " | ".join(NAMES))
-    image_size: int | None = setting(None, "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)")
+    image_size: int | None = setting(None, "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)",
+                                    check=at_least(1))
     channels: int | None = setting(None, "convert images to 1 (grayscale) or 3 (RGB) channels", choices=(1, 3))
     data_root: str | None = setting(None, "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
                                     runtime=True)
@@ -194,3 +195,16 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     classes = source.classes
     images = _convert(torch.from_numpy(np.ascontiguousarray(images)), name, size, channels)
     return ImageSet(name, images, torch.from_numpy(np.ascontiguousarray(labels)), list(classes))
+
+
+def train_and_test(name: str, **kwargs) -> tuple[ImageSet, ImageSet]:
+    """The train and test splits of a data set (load_dataset's keyword arguments). A folder of
+    images has one split: every 10th image is held out as its test split."""
+    if folder_path(name) is None:
+        return load_dataset(name, "train", **kwargs), load_dataset(name, "test", **kwargs)
+    images = load_dataset(name, "train", **kwargs)
+    held = torch.arange(len(images)) % 10 == 0
+    if held.all():
+        raise DataError(f"{name}: {len(images)} image(s) cannot be split into a train and a test set; add more")
+    pick = lambda keep: ImageSet(name, images.images[keep], images.labels[keep], images.classes)
+    return pick(~held), pick(held)

@@ -21,6 +21,7 @@ from ..errors import DataError
 from ..progress import progress_bar
 from .registry import DOWNLOADABLE, REGISTRY
 
+
 def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> None:
     """Stream `url` to `dest`, verifying its MD5; `dest` appears only if the checksum matches."""
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -139,12 +139,15 @@ def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple
     images, labels, bad, upscaled = [], [], [], 0
     for path, top in zip(files, tops):
         try:
-            with Image.open(path) as img:
-                img.load()
-                if img.height < height or img.width < width:
-                    upscaled += 1
-                img = resize_center_crop(img.convert(mode), height, width)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    img.load()
+                    if img.height < height or img.width < width:
+                        upscaled += 1
+                    img = resize_center_crop(img.convert(mode), height, width)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             bad.append(f"{path.name} ({type(e).__name__})")
             continue
         arr = np.asarray(img, dtype=np.uint8)
@@ -164,14 +167,23 @@ def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     """An image file as uint8 (C, H, W) at `size`, resized and centre-cropped; its channel count
-    must be `channels` (1: grayscale, 3: RGB), so a colour photo is never silently made gray."""
+    must be `channels` (1: grayscale, 3: RGB), so a colour photo is never silently made gray.
+    A palette (or CMYK) image counts as RGB; an image so large that decoding it could exhaust
+    memory (Pillow's decompression-bomb limit) is refused."""
     try:
-        with Image.open(path) as img:
-            img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{path}: refused, it has more pixels than Pillow's decompression-bomb limit "
+                        f"({Image.MAX_IMAGE_PIXELS:,}); scale it down first") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{path}: not a readable image ({type(e).__name__})") from None
+    if img.mode not in ("1", "L", "LA", "I", "I;16", "F", "RGB", "RGBA"):      # palette, CMYK, ...: colour
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode.endswith("A") else "RGB")
     has = len(img.getbands()) - ("A" in img.getbands())
     if has != channels:
         kind = {1: "grayscale", 3: "RGB"}

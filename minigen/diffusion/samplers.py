@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..progress import progress_bar
-from .guidance import Denoised, Thresholding
-from .process import SPACINGS, Diffusion
+from .guidance import Thresholding
+from .process import Diffusion
 
 SAMPLERS = ("ddpm", "ddim")
 VARIANCES = ("small", "large")

@@ -123,7 +123,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        found = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(e), flags=re.IGNORECASE)
         if found:
             raise CheckpointError(f"{path}: refused, the file carries pickled code ({found.group(1)}), not only "
                                   "tensors and plain containers; it could run code, so it is not loaded") from None

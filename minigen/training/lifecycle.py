@@ -19,19 +19,20 @@ Under `torchrun --nproc_per_node N` each process takes its slice of every batch
 DistributedDataParallel module, and only rank 0 prints, logs, draws and saves.
 """
 
+import atexit
 import dataclasses
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from ..cli import runtime_fields, setting
-from ..device import pick_device
+from ..cli import at_least, runtime_fields, setting, writable_folder
+from ..device import pick_device, resident_memory_mib
 from ..errors import MinigenError
-from ..evaluation.cost import resident_memory_mib
 from ..progress import progress_bar
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .runlog import MetricsLog
@@ -44,10 +45,12 @@ class RunConfig:
     out: str = setting("runs/run", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
     resume: bool = setting(False, "continue from OUT/last.pt with its saved settings", runtime=True)
     stop_after: int | None = setting(None, "stop after this many steps of this invocation, with a checkpoint "
-                                           "(split a run into chunks)", runtime=True)
+                                           "(split a run into chunks)", runtime=True, check=at_least(1))
     device: str | None = setting(None, "cpu | cuda | cuda:1 | mps (default: the best available)", runtime=True)
-    ckpt_every: int = setting(250, "save OUT/last.pt every N steps (and always at the end)", runtime=True)
-    log_every: int = setting(10, "append a line to OUT/metrics.jsonl every N steps", runtime=True)
+    ckpt_every: int = setting(250, "save OUT/last.pt every N steps (and always at the end)", runtime=True,
+                              check=at_least(1))
+    log_every: int = setting(10, "append a line to OUT/metrics.jsonl every N steps", runtime=True,
+                             check=at_least(1))
 
 
 class GracefulStop:
@@ -74,9 +77,10 @@ class GracefulStop:
 
 
 class Run:
-    """One training run: `cfg` is the script's config (a RunConfig with `steps` and `batch_size`)."""
+    """One training run: `cfg` is the script's config (a RunConfig with `steps` and `batch_size`);
+    `given` names the settings typed on the command line (cli.parse_config)."""
 
-    def __init__(self, cfg, kind: str):
+    def __init__(self, cfg, kind: str, given: set[str] = frozenset()):
         # ---- processes and device ----
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -92,17 +96,17 @@ class Run:
         self.device, reason = pick_device(cfg.device)
         self.say(f"device: {reason}" + (f"; {self.world} processes ({dist.get_backend()})" if self.world > 1 else ""))
 
-        # ---- resume: the checkpoint's settings define the run ----
+        # ---- the output folder: this run's alone; resume, or refuse to overwrite ----
         self.kind, self.out = kind, Path(cfg.out)
         self.ckpt_path = self.out / "last.pt"
         self.state = None
         if cfg.resume:
             self.state = load_checkpoint(self.ckpt_path, kind=kind)
-            cfg = self._resumed(cfg, self.state["extra"]["train"])
+            cfg = self._resumed(cfg, self.state["extra"]["train"], given)
         elif self.ckpt_path.exists():
             raise MinigenError(f"{self.ckpt_path} exists: pass --resume to continue that run, or --out DIR for a new one")
         self.cfg = cfg
-        self.log_file = MetricsLog(self.out / "metrics.jsonl", enabled=self.main)
+        self.log_file = MetricsLog(self.out / "metrics.jsonl", enabled=False)
         self.step = self.start_step = 0
         self.completed, self.exit_code = False, 0
         self._saved = None
@@ -113,9 +117,51 @@ class Run:
             bar = getattr(self, "bar", None)
             bar.write(" ".join(map(str, args))) if bar is not None and not bar.disable else print(*args, **kwargs)
 
-    def _resumed(self, cfg, saved: dict):
-        """The saved settings, but for the runtime ones, which come from the command line."""
+    def _lock(self) -> None:
+        """One run owns an output folder: OUT/.lock holds its process id and host. A lock whose
+        process is gone (a crash, kill -9) is taken over; a live one refuses the second run."""
+        lock = self.out / ".lock"
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid, host = lock.read_text().split()
+                    alive = host != socket.gethostname() or (int(pid) != os.getpid() and _process_alive(int(pid)))
+                except (OSError, ValueError):
+                    pid, host, alive = "?", "?", False
+                if alive:
+                    raise MinigenError(f"{self.out} is in use by another run (process {pid} on {host}); "
+                                       "wait for it, or pass another --out") from None
+                lock.unlink(missing_ok=True)                       # its owner is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            self._lock_file = lock
+            atexit.register(self._unlock)
+            return
+        raise MinigenError(f"{self.out}: could not take the folder's lock {lock}; remove it if no run uses the folder")
+
+    def _unlock(self) -> None:
+        lock = getattr(self, "_lock_file", None)
+        try:
+            if lock is not None and lock.read_text() == f"{os.getpid()} {socket.gethostname()}":
+                lock.unlink()
+        except OSError:
+            pass
+
+    def _resumed(self, cfg, saved: dict, given: set[str]):
+        """The saved settings, but for the runtime ones, which come from the command line. A
+        setting given on the command line that differs from the saved one is refused: the
+        checkpoint defines the run, and a flag must never be dropped without a word."""
         runtime = runtime_fields(type(cfg))
+        conflicts = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)} (the run has {saved[f.name]})"
+                     for f in dataclasses.fields(cfg) if f.name not in runtime and f.name in saved
+                     and f.name in given and getattr(cfg, f.name) != saved[f.name]]
+        if conflicts:
+            raise MinigenError(f"--resume continues {self.ckpt_path} with its saved settings; drop "
+                               + ", ".join(conflicts) + " or start a new run with another --out")
         resumed = type(cfg)(**{f.name: getattr(cfg, f.name) if f.name in runtime or f.name not in saved else saved[f.name]
                                for f in dataclasses.fields(cfg)})
         self.say(f"resuming {self.ckpt_path} at step {self.state['step']} with its saved settings")
@@ -128,6 +174,14 @@ class Run:
         when resuming, and return the step the run starts from."""
         self._saved = dict(model=model, config=config, ema=ema, optimizer=optimizer, scheduler=scheduler,
                            others=others, extra=extra if extra is not None else {})
+        if self.main:                                # from here on the run writes into its folder
+            writable_folder(self.out)
+            self._lock()
+            for stale in self.out.glob(".last.pt.*.tmp"):     # left by a save that was killed
+                stale.unlink(missing_ok=True)
+            self.log_file = MetricsLog(self.out / "metrics.jsonl")
+            if self.state is not None:
+                self.log_file.keep_until(self.state["step"])   # a killed run's rows past its checkpoint go
         if self.state is not None:
             self.start_step = restore(self.state, model, config, ema, optimizer, scheduler, others)
         self.step = self.start_step
@@ -186,6 +240,8 @@ class Run:
     def __exit__(self, exc_type, exc, tb):
         self._stop.__exit__(exc_type, exc, tb)
         self.bar.close()
+        if exc_type is not None:
+            self._unlock()
         if exc_type is KeyboardInterrupt:           # a second Ctrl-C: the last saved checkpoint stays as it was
             self.say(f"\nstopped at once during step {self.step + 1}; the last saved checkpoint is {self.ckpt_path}")
             self.exit_code = 130
@@ -223,6 +279,17 @@ class Run:
         return metrics
 
     def close(self) -> None:
-        """End the process group of a torchrun run."""
+        """Give the output folder back, and end the process group of a torchrun run."""
+        self._unlock()
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -27,6 +27,25 @@ class MetricsLog:
             f.write(json.dumps(row) + "\n")
 
 
+    def keep_until(self, step: int) -> None:
+        """Drop the rows after `step`: a resumed run continues from its checkpoint's step, so the
+        rows a killed run wrote after its last checkpoint would otherwise appear twice."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text().splitlines(keepends=True)
+                if _row_step(line) is not None and _row_step(line) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(self.path)
+
+
+def _row_step(line: str):
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _plain(v):
     """Tensors and NumPy scalars to plain numbers; NaN/inf as strings JSON can hold."""
     v = v.item() if hasattr(v, "item") else v
