@@ -150,6 +150,13 @@ def make_denoiser(args, pipe, labels, net):
         if not K:
             raise MinigenError("--classifier steers towards a class: this model has no classes")
         judge = pipelines.load(args.classifier, device, kind="vit").network
+        if (judge.config.image_channels, *judge.config.image_size) != pipe.image_shape:
+            raise MinigenError(f"--classifier {args.classifier}: judges {judge.config.image_channels}x"
+                               f"{'x'.join(map(str, judge.config.image_size))} images; this model makes "
+                               f"{'x'.join(map(str, pipe.image_shape))}")
+        if judge.config.num_classes != K:
+            raise MinigenError(f"--classifier {args.classifier}: knows {judge.config.num_classes} classes; "
+                               f"this model has {K}")
         if not judge.config.time_conditioned:
             print(f"note: {args.classifier} was trained on clean images; classifier guidance needs one "
                   "trained with train_vit.py --noisy")

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from .errors import MinigenError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's `random`, NumPy's global generator and torch (CPU and CUDA) in one call."""
@@ -22,9 +24,11 @@ def pick_device(requested: str | None = None) -> tuple[torch.device, str]:
     "cpu: no CUDA or MPS device found (2 threads)".
     """
     if requested:
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise MinigenError(f"--device {requested}: not a device; use cpu, cuda, cuda:N or mps") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            from .errors import MinigenError
             raise MinigenError(f"--device {requested} was asked for but torch sees no CUDA device; "
                                "leave --device out to use the CPU")
         return device, f"{device}: asked for with --device"
