@@ -25,25 +25,34 @@ from .models.vit import ViT, ViTConfig
 from .training.checkpoint import load_checkpoint
 
 
+class Pipeline:
+    """What every pipeline says of the network that makes its samples (`maker`): their shape,
+    the number of classes, the device."""
+
+    @property
+    def maker(self) -> nn.Module:
+        return self.network
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.maker.config.image_channels, *self.maker.config.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return self.maker.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.maker.parameters()).device
+
+
 @dataclass
-class DiffusionPipeline:
+class DiffusionPipeline(Pipeline):
     network: UNet                       # EMA weights, eval mode
     diffusion: Diffusion
     classes: list[str] = field(default_factory=list)
     step: int = 0                       # training steps behind these weights
     kind = "ddpm"
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.network.config.image_channels, *self.network.config.image_size)
-
-    @property
-    def num_classes(self) -> int:
-        return self.network.config.num_classes
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
 
     def condition(self, labels: torch.Tensor | None) -> dict:
         """The network's keyword arguments for these class labels ({} for an unconditional model)."""
@@ -64,7 +73,7 @@ class DiffusionPipeline:
 
 
 @dataclass
-class GANPipeline:
+class GANPipeline(Pipeline):
     generator: Generator                # EMA weights, eval mode
     discriminator: Discriminator
     classes: list[str] = field(default_factory=list)
@@ -72,16 +81,8 @@ class GANPipeline:
     kind = "gan"
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return (self.generator.config.image_channels, *self.generator.config.image_size)
-
-    @property
-    def num_classes(self) -> int:
-        return self.generator.config.num_classes
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
+    def maker(self) -> nn.Module:
+        return self.generator
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I), (n, z_dim)."""
@@ -120,7 +121,7 @@ class GANPipeline:
 
 
 @dataclass
-class ClassifierPipeline:
+class ClassifierPipeline(Pipeline):
     network: ViT                        # eval mode
     classes: list[str] = field(default_factory=list)
     step: int = 0
