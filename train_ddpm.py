@@ -75,6 +75,25 @@ class TrainConfig(DataConfig, RunConfig):
     guidance: float = setting(3.0, "classifier-free guidance scale w for the progress samples (1: none)", runtime=True)
 
 
+# ---- the step ---------------------------------------------------------------------------------
+
+def train_step(model, net, diffusion: Diffusion, optimizer, ema: EMA, batch, cfg):
+    """One step of Ho et al.'s Algorithm 1: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε at a random t, the loss
+    ‖ε − ε_θ(x_t, t)‖², a gradient step, the EMA update. `net` is `model` as it runs (compiled,
+    DistributedDataParallel). No value is read on the host here: tests run it on the meta device."""
+    x0, y = batch
+    # label dropout: the model also learns p(x), for classifier-free guidance
+    cond = model.drop_condition(cfg.cond_drop, y) if model.config.num_classes else {}
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and x0.device.type == "cuda"):
+        loss = diffusion.loss(net, x0, min_snr_gamma=cfg.min_snr or None, **cond)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+    optimizer.step()
+    ema.update(model)
+    return loss.detach(), grad_norm
+
+
 # ---- pictures ---------------------------------------------------------------------------------
 
 def draw(pipe: DiffusionPipeline, x_T, labels, cfg, progress: bool = False):
@@ -114,7 +133,7 @@ def main(argv=None) -> int:
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = UNet(model_cfg).to(device).to(memory_format=memory_format)
     diffusion_cfg = DiffusionConfig(cfg.schedule, cfg.T, cfg.prediction)
-    diffusion = Diffusion.from_config(diffusion_cfg)
+    diffusion = Diffusion.from_config(diffusion_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
     ema = EMA(model, max_decay=cfg.ema_decay, power=3 / 4)
@@ -139,7 +158,6 @@ def main(argv=None) -> int:
 
     net = run_.wrap(model)
     net = torch.compile(net) if cfg.compile else net
-    autocast = partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     if run_.main and start == 0:
         frames, ts = diffusion.forward_strip(data.batch(torch.tensor([0]))[0][0], frames=10, generator=g)
         say(f"wrote {save_strip(frames, run_.out / 'forward.png', captions=[frame_caption(t) for t in ts])} "
@@ -151,18 +169,10 @@ def main(argv=None) -> int:
             model.train()
             x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world),
                                flip=cfg.flip)
-            x0 = x0.to(device, memory_format=memory_format, non_blocking=True)
-            # label dropout: the model also learns p(x), for classifier-free guidance
-            cond = model.drop_condition(cfg.cond_drop, y.to(device, non_blocking=True)) if conditional else {}
-            with autocast():
-                loss = diffusion.loss(net, x0, min_snr_gamma=cfg.min_snr or None, **cond)   # ‖ε − ε_θ(x_t, t)‖²
-            run_.check_finite("try a lower --lr", loss=loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            optimizer.step()
+            batch = x0.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
+            loss, grad_norm = train_step(model, net, diffusion, optimizer, ema, batch, cfg)
             scheduler.step()
-            ema.update(model)
+            run_.check_finite("try a lower --lr", loss=loss)
 
             if run_.due(cfg.log_every):
                 run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0], grad_norm=grad_norm.item())

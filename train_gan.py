@@ -86,6 +86,40 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
     return (d.sum() / (n * (n - 1))).item()
 
 
+def train_step(net_g, net_d, opt_g, opt_d, ema: EMA, batch, cfg):
+    """One step of the game, D's update then G's, and the EMA of G. batch: real images, their
+    labels, the latents z and the labels asked of G (None for an unconditional GAN). No value is
+    read on the host here: tests run it on the meta device."""
+    real, labels, z, fake_labels = batch
+    B = len(real)
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and real.device.type == "cuda")
+
+    # (1) Update D: maximise log D(x) + log(1 − D(G(z))), i.e. minimise
+    #     BCE(D(x), real_label) + BCE(D(G(z)), 0), with a few targets swapped.
+    target_real, target_fake = discriminator_targets(B, cfg.real_label, cfg.flip_prob, real.device)
+    with autocast():
+        fake = net_g(z, fake_labels)
+        logits_real = net_d(diff_augment(real, cfg.diffaug), labels)
+        logits_fake = net_d(diff_augment(fake.detach(), cfg.diffaug), fake_labels)   # no gradient into G
+        loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), target_real)
+                  + F.binary_cross_entropy_with_logits(logits_fake.float(), target_fake))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+
+    # (2) Update G: maximise log D(G(z)), the non-saturating loss (Goodfellow et al. §3):
+    #     minimise BCE(D(G(z)), 1) rather than maximise BCE(D(G(z)), 0), whose gradient
+    #     vanishes exactly when G is bad and D confidently rejects its images.
+    with autocast():
+        logits = net_d(diff_augment(fake, cfg.diffaug), fake_labels)
+        loss_g = F.binary_cross_entropy_with_logits(logits.float(), torch.ones(B, device=real.device))
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()                       # D's parameters get gradients too; opt_d never sees them
+    opt_g.step()
+    ema.update(net_g)
+    return loss_d.detach(), loss_g.detach(), logits_real.detach(), logits_fake.detach()
+
+
 def main(argv=None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, GANTrainConfig)
@@ -131,7 +165,6 @@ def main(argv=None) -> int:
     real_diversity = mean_pairwise_distance(data.batch(torch.arange(min(len(data), n_fixed)))[0])
     net_g, net_d = run_.wrap(G), run_.wrap(D)
     net_g, net_d = (torch.compile(net_g), torch.compile(net_d)) if cfg.compile else (net_g, net_d)
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
 
     def fixed_samples(step: int) -> float:
         """Write the EMA generator's samples of the fixed noise; return their diversity."""
@@ -143,52 +176,25 @@ def main(argv=None) -> int:
         return mean_pairwise_distance(x)
 
     # ---- training loop --------------------------------------------------------------------
-    d_low_since = None
+    d_low = torch.zeros((), dtype=torch.long, device=device)     # steps in a row with D's loss near 0
     with run_:
         for step in run_.steps():
             G.train(), D.train()
             real, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world),
                                  flip=cfg.flip)
             real, y = real.to(device), y.to(device)
-            B = len(real)
-            labels = y if conditional else None
-            z = torch.randn(B, model_cfg.z_dim, device=device)
-            fake_labels = torch.randint(0, len(data.classes), (B,), device=device) if conditional else None
+            z = torch.randn(len(real), model_cfg.z_dim, device=device)
+            fake_labels = torch.randint(0, len(data.classes), (len(real),), device=device) if conditional else None
+            batch = (real, y if conditional else None, z, fake_labels)
+            loss_d, loss_g, logits_real, logits_fake = train_step(net_g, net_d, opt_g, opt_d, ema, batch, cfg)
 
-            # (1) Update D: maximise log D(x) + log(1 − D(G(z))), i.e. minimise
-            #     BCE(D(x), real_label) + BCE(D(G(z)), 0), with a few targets swapped.
-            target_real, target_fake = discriminator_targets(B, cfg.real_label, cfg.flip_prob, device)
-            with autocast():
-                fake = net_g(z, fake_labels)
-                logits_real = net_d(diff_augment(real, cfg.diffaug), labels)
-                logits_fake = net_d(diff_augment(fake.detach(), cfg.diffaug), fake_labels)   # no gradient into G
-                loss_d = (F.binary_cross_entropy_with_logits(logits_real.float(), target_real)
-                          + F.binary_cross_entropy_with_logits(logits_fake.float(), target_fake))
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            # (2) Update G: maximise log D(G(z)), the non-saturating loss (Goodfellow et al. §3):
-            #     minimise BCE(D(G(z)), 1) rather than maximise BCE(D(G(z)), 0), whose gradient
-            #     vanishes exactly when G is bad and D confidently rejects its images.
-            with autocast():
-                logits = net_d(diff_augment(fake, cfg.diffaug), fake_labels)
-                loss_g = F.binary_cross_entropy_with_logits(logits.float(), torch.ones(B, device=device))
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()                       # D's parameters get gradients too; opt_d never sees them
-            opt_g.step()
-            ema.update(G)
-
-            # ---- watch for the failure modes ----------------------------------------------------
+            # ---- watch for the failure modes (on the device; the host looks at log steps) --------
             run_.check_finite("try lower learning rates", D=loss_d, G=loss_g)
-            if loss_d.item() < D_COLLAPSE_LOSS:
-                d_low_since = step if d_low_since is None else d_low_since
-                if step - d_low_since == D_COLLAPSE_STEPS:
-                    say(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {D_COLLAPSE_STEPS} steps "
-                        f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
-                        "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
-            else:
-                d_low_since = None
+            d_low = torch.where(loss_d < D_COLLAPSE_LOSS, d_low + 1, 0)
+            if run_.due(cfg.log_every) and d_low.item() >= D_COLLAPSE_STEPS:
+                say(f"warning: D's loss has stayed below {D_COLLAPSE_LOSS} for {d_low.item()} steps "
+                    f"(now {loss_d.item():.4f}, G's {loss_g.item():.2f}): D is winning and G's gradients "
+                    "are vanishing; try --diffaug translation,cutout or a smaller --lr-d")
 
             # ---- progress: log and pictures -----------------------------------------------------
             if run_.due(cfg.log_every):

@@ -87,6 +87,23 @@ def attention_picture(model, data, device, path: Path, n: int = 8) -> Path:
     return save_grid(rows, path, nrow=n, row_labels=labels)
 
 
+def train_step(net, optimizer, batch, noising: Diffusion | None, cfg):
+    """One step of cross-entropy on shifted (and, with --noisy, forward-noised) images. No value
+    is read on the host here: tests run it on the meta device."""
+    x, y = batch
+    if cfg.shift:
+        x = translation(x, cfg.shift)                               # light augmentation
+    t = None
+    if noising is not None:                                         # x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε
+        t = torch.randint(0, noising.T, (len(x),), device=x.device)
+        x = noising.q_sample(x, t)
+    loss = F.cross_entropy(net(x, t), y, label_smoothing=cfg.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def main(argv=None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, ViTTrainConfig)
@@ -118,7 +135,7 @@ def main(argv=None) -> int:
     say(f"config: {dataclasses.asdict(cfg)}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
-    noising = Diffusion.from_config(DiffusionConfig(cfg.noise_schedule, cfg.noise_T)) if cfg.noisy else None
+    noising = Diffusion.from_config(DiffusionConfig(cfg.noise_schedule, cfg.noise_T)).to(device) if cfg.noisy else None
     extra = {"classes": list(train.classes), "test_accuracy": None}
     run_.attach(model, model_cfg, optimizer=optimizer, scheduler=scheduler, extra=extra)
     net = run_.wrap(model)
@@ -129,19 +146,9 @@ def main(argv=None) -> int:
             model.train()
             x, y = train.batch(batch_indices(step, len(train), cfg.batch_size, cfg.seed, run_.rank, run_.world),
                                flip=cfg.flip)
-            x, y = x.to(device), y.to(device)
-            if cfg.shift:
-                x = translation(x, cfg.shift)                               # light augmentation
-            t = None
-            if noising is not None:                                         # x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε
-                t = torch.randint(0, noising.T, (len(x),), device=device)
-                x = noising.q_sample(x, t)
-            loss = F.cross_entropy(net(x, t), y, label_smoothing=cfg.label_smoothing)
-            run_.check_finite("try a lower --lr", loss=loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(net, optimizer, (x.to(device), y.to(device)), noising, cfg)
             scheduler.step()
+            run_.check_finite("try a lower --lr", loss=loss)
             if run_.due(cfg.log_every):
                 run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0])
             if run_.main and run_.due(cfg.eval_every, last=False):

@@ -152,7 +152,7 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
     try:
         if state["kind"] == "ddpm":
             network = _ready(UNet(UNetConfig(**state["config"])), _weights(state), device)
-            diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"]))
+            diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"])).to(device)
             return DiffusionPipeline(network, diffusion, classes, step)
         if state["kind"] == "gan":
             config = DCGANConfig(**state["config"])

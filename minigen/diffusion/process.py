@@ -38,10 +38,15 @@ class DiffusionConfig:
 class Diffusion:
     """The schedule tables, the forward process q, the loss, and the reverse steps.
 
-    All tables are float64 tensors of shape (T,), kept on the CPU; `_at` gathers the entries
-    for a batch of timesteps and casts them to the dtype and device of the images. A sampler
-    step has one t for the whole batch, so its coefficients are Python floats (float64).
+    All tables are float64 tensors of shape (T,), made on the CPU and moved once to the model's
+    device with `to(device)`; `_at` gathers the entries for a batch of timesteps there and
+    casts them to the images' dtype, so no value ever travels to the host (a GPU never waits,
+    and torch.compile sees one graph). A sampler step has one t for the whole batch, so its
+    coefficients are Python floats (float64), read from a host copy of ᾱ made once.
     """
+
+    TABLES = ("betas", "alphas", "alpha_bar", "alpha_bar_prev", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar",
+              "posterior_variance", "posterior_mean_coef1", "posterior_mean_coef2", "snr")
 
     def __init__(self, betas: torch.Tensor, prediction: str = "eps"):
         if prediction not in PREDICTIONS:
@@ -63,6 +68,15 @@ class Diffusion:
         self.posterior_mean_coef1 = betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)             # of x_0
         self.posterior_mean_coef2 = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)  # of x_t
         self.snr = self.alpha_bar / (1 - self.alpha_bar)                     # SNR(t) = ᾱ_t / (1 − ᾱ_t)
+        self._alpha_bar_host = self.alpha_bar.tolist()                       # Python floats, for the samplers
+
+    def to(self, device) -> "Diffusion":
+        """Move the tables to `device` (in float64; float32 on Apple's MPS, which has no float64)."""
+        device = torch.device(device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        for name in self.TABLES:
+            setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
+        return self
 
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> "Diffusion":
@@ -73,13 +87,16 @@ class Diffusion:
     # ---- helpers -------------------------------------------------------------------------
 
     def _at(self, table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """table[t] for a batch of timesteps t (B,), gathered in float64 on the CPU, then cast to
-        x's dtype and device and shaped (B, 1, 1, ...) to broadcast against x."""
-        return table[t.cpu()].to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+        """table[t] for a batch of timesteps t (B,), gathered on t's device, cast to x's dtype and
+        shaped (B, 1, 1, ...) to broadcast against x. Tables left on another device are copied
+        there at every call: call `to(device)` once instead."""
+        if table.device != t.device:
+            table = table.to(t.device)
+        return table[t].to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
     def alpha_bar_at(self, t: int) -> float:
         """ᾱ_t for one timestep, with ᾱ_{−1} = 1 (clean data), as a Python float (float64)."""
-        return 1.0 if t < 0 else self.alpha_bar[t].item()
+        return 1.0 if t < 0 else self._alpha_bar_host[t]
 
     def batch_t(self, t: int, x: torch.Tensor) -> torch.Tensor:
         """One timestep t for every image of the batch x: (B,) long, on x's device."""

@@ -123,7 +123,7 @@ def make_step(kind: str, cfg, batch: int, device, channels_last: bool, amp: bool
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     if kind == "unet":
         model = unet.UNet(cfg).to(device).to(memory_format=fmt)
-        d = Diffusion.from_config(DiffusionConfig())
+        d = Diffusion.from_config(DiffusionConfig()).to(device)
         x0 = torch.randn(batch, cfg.image_channels, *cfg.image_size, generator=g).to(device, memory_format=fmt)
         y = torch.randint(0, max(1, cfg.num_classes), (batch,), generator=g).to(device) if cfg.num_classes else None
         net = torch.compile(model) if compile_model else model
@@ -194,7 +194,7 @@ def bench_sampling(rows: list, cfg, batch: int, device, repeats: int, step_count
     also the DDIM sampler with its per-step network call compiled as sample.py --compile does
     it (frozen weights), timed against eager in the same run."""
     # The network as sample.py loads it: a pipeline (random weights: speed does not depend on them).
-    pipe = DiffusionPipeline(unet.UNet(cfg).to(device).eval(), Diffusion.from_config(DiffusionConfig()))
+    pipe = DiffusionPipeline(unet.UNet(cfg).to(device).eval(), Diffusion.from_config(DiffusionConfig()).to(device))
     free = lambda x, t, y=None: x                               # no computation: only the sampler's
     free.null_condition = pipe.network.null_condition
     # As sample.py runs a class-conditional model: guidance 3, so each network call sees 2·batch images.

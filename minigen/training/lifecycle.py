@@ -110,6 +110,7 @@ class Run:
         self.step = self.start_step = 0
         self.completed, self.exit_code = False, 0
         self._saved = None
+        self._bad = None                            # device-side record of a non-finite loss (check_finite)
 
     def say(self, *args, **kwargs) -> None:
         """print, on the main process only, through the progress bar when there is one."""
@@ -188,6 +189,7 @@ class Run:
         return self.start_step
 
     def save(self) -> Path | None:
+        self._stop_if_not_finite()                  # never save weights that a NaN loss has reached
         if not self.main:
             return None
         s = self._saved
@@ -221,10 +223,14 @@ class Run:
             self.bar.update(1)
             if self.step % self.cfg.ckpt_every == 0 and self.step < self.end_step:
                 self.save()
-            asked = torch.tensor(float(self._stop.asked))
-            if self.world > 1:                      # every process stops at the same step
-                dist.all_reduce(asked, op=dist.ReduceOp.MAX)
-            if asked.item():
+            asked = self._stop.asked
+            if self.world > 1 and self.step % self.cfg.log_every == 0:    # every process stops at the same step
+                flag = torch.tensor(float(asked), device=self.device if dist.get_backend() == "nccl" else "cpu")
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                asked = bool(flag.item())
+            elif self.world > 1:
+                asked = False                       # processes agree only at log steps (one sync there)
+            if asked:
                 self.bar.close()
                 self.say(f"stopped at step {self.step}: saved {self.save()}; continue with --resume --out {self.cfg.out}")
                 self.exit_code = 130
@@ -258,17 +264,34 @@ class Run:
         return done % every == 0 or done == self.end_step if last else done % every == 0 and done < self.cfg.steps
 
     def check_finite(self, advice: str, **losses: torch.Tensor) -> None:
-        """Stop the run without saving when a loss is NaN or infinite: the last checkpoint stays good."""
-        if not all(torch.isfinite(v) for v in losses.values()):
-            self.bar.close()
-            values = ", ".join(f"{k} {v.item()}" for k, v in losses.items())
-            said = f"loss became {next(iter(losses.values())).item()}" if len(losses) == 1 else f"losses became {values}"
-            raise MinigenError(f"the {said} at step {self.step}; "
-                               f"stopping without saving (the last good checkpoint, if any, is {self.ckpt_path}); {advice}")
+        """Note, on the device, the first step whose loss is NaN or infinite, and its values: no
+        value goes to the host here, so a GPU never waits. The host looks at every log line and
+        before every save, and then stops the run without saving: the last checkpoint stays good."""
+        values = torch.stack([v.detach().float() for v in losses.values()])      # (L,)
+        bad = ~torch.isfinite(values).all()
+        if self._bad is None:
+            self._bad = {"flag": torch.zeros((), dtype=torch.bool, device=values.device),
+                         "step": torch.zeros((), dtype=torch.long, device=values.device),
+                         "values": torch.zeros_like(values), "names": list(losses), "advice": advice}
+        first = bad & ~self._bad["flag"]
+        self._bad["step"] = torch.where(first, self.step, self._bad["step"])
+        self._bad["values"] = torch.where(first, values, self._bad["values"])
+        self._bad["flag"] = self._bad["flag"] | bad
+
+    def _stop_if_not_finite(self) -> None:
+        if self._bad is None or not self._bad["flag"].item():                  # the one host read
+            return
+        self.bar.close()
+        names, values = self._bad["names"], self._bad["values"].tolist()
+        said = (f"loss became {values[0]}" if len(names) == 1
+                else "losses became " + ", ".join(f"{k} {v}" for k, v in zip(names, values)))
+        raise MinigenError(f"the {said} at step {self._bad['step'].item()}; stopping without saving (the last good "
+                           f"checkpoint, if any, is {self.ckpt_path}); {self._bad['advice']}")
 
     def log(self, **metrics) -> dict:
         """One line of OUT/metrics.jsonl for the step just done, with images/s since the last line
         (and the process's memory); the same numbers on the progress bar."""
+        self._stop_if_not_finite()
         now, done = time.perf_counter(), self.step + 1
         images_per_s = (done - self._tick_step) * self.cfg.batch_size * self.world / (now - self._tick)
         self._tick, self._tick_step = now, done
