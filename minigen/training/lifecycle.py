@@ -305,6 +305,7 @@ class Run:
         """Give the output folder back, and end the process group of a torchrun run."""
         self._unlock()
         if self.world > 1 and dist.is_initialized():
+            dist.barrier()                          # rank 0 may still be drawing: end the group together
             dist.destroy_process_group()
 
 
