@@ -232,6 +232,9 @@ def main(argv=None) -> int:
     for name, value in (("--class", args.class_), ("--negative-class", args.negative_class)):
         if value is not None and not (0 <= value < K):
             raise MinigenError(f"{name} {value}: this model has " + (f"classes 0..{K - 1}" if K else "no classes"))
+    if args.guidance is not None and not K and pipe.kind == "ddpm":
+        raise MinigenError("--guidance is classifier-free guidance, which needs a class-conditional model; "
+                           f"{args.ckpt} is unconditional")
     editing = args.inpaint or args.init or args.invert
     if args.class_ is None and K and (args.inpaint or args.init):
         raise MinigenError("this model is class-conditional: say which class to draw with --class K")

@@ -11,20 +11,21 @@ import time
 
 import torch
 
+from ..cli import Parser, at_least, number, writable_image
 from ..errors import MinigenError
 from ..images import save_grid
 from . import DOWNLOADABLE, NAMES, cache_dir, data_root, download, load_dataset
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigen.data", description=__doc__,
+    parser = Parser(prog="python -m minigen.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", help="write a labelled grid of samples from a data set")
     show.add_argument("dataset", help=f"one of: {', '.join(NAMES)}")
     show.add_argument("--split", default="train", choices=["train", "test"], help="which split (default: train)")
-    show.add_argument("-n", type=int, default=100, help="how many images in the grid (default: 100)")
-    show.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE (required for folder:PATH)")
+    show.add_argument("-n", type=number(int, at_least(1)), default=100, help="how many images in the grid (default: 100)")
+    show.add_argument("--size", type=number(int, at_least(1)), default=None, help="resize to SIZE x SIZE (required for folder:PATH)")
     show.add_argument("--channels", type=int, default=None, choices=[1, 3], help="convert to 1 or 3 channels")
     show.add_argument("--root", default=None, help=f"folder of real data sets (default: {data_root()})")
     show.add_argument("--download", action="store_true", help="download mnist/fashion/cifar10 if missing")
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        out = writable_image(args.out) if args.command == "show" else None
         if args.command == "download":
             folder = download(args.dataset, args.root or data_root())
             print(f"{args.dataset}: files verified in {folder}")
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
         print(f"{ds.name} {args.split}: {len(ds)} images of shape {ds.shape}, {len(ds.classes)} classes "
               f"({time.perf_counter() - start:.1f}s; generated sets are cached in {cache_dir()})")
         x, y = ds.batch(torch.arange(min(args.n, len(ds))))
-        path = save_grid(x, args.out, nrow=10, captions=[ds.classes[i][:8] for i in y.tolist()])
+        path = save_grid(x, out, nrow=10, captions=[ds.classes[i][:8] for i in y.tolist()])
         print(f"wrote {path}")
         return 0
     except MinigenError as e:
