@@ -56,15 +56,18 @@ def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
         read_idx(tmp_path / "c.gz")
 
 
-def test_mnist_and_fashion_load_through_load_dataset(tmp_path):
-    images, _ = fake_mnist(tmp_path / "fashion", n=5)
-    ds = load_dataset("fashion", "test", root=tmp_path)
-    assert ds.shape == (1, 28, 28) and len(ds) == 5 and ds.classes[9] == "Ankle boot"
+def test_mnist_loads_through_load_dataset_and_fake_fashion_is_refused(tmp_path):
+    images, _ = fake_mnist(tmp_path / "mnist", n=5)
+    ds = load_dataset("mnist", "test", root=tmp_path)
+    assert ds.shape == (1, 28, 28) and len(ds) == 5 and ds.classes[9] == "9"
     assert np.array_equal(ds.images[:, 0].numpy(), images)
-    with pytest.raises(DataError, match="not found.*--download"):
-        load_dataset("mnist", root=tmp_path)
     with pytest.raises(DataError, match="cannot give 64x64"):
-        load_dataset("fashion", root=tmp_path, size=64)
+        load_dataset("mnist", root=tmp_path, size=64)
+    with pytest.raises(DataError, match="no files in.*--download"):
+        load_dataset("cifar10", root=tmp_path)
+    fake_mnist(tmp_path / "fashion", n=5)          # Fashion-MNIST's files are checked by their contents
+    with pytest.raises(DataError, match="contents are not the data set's"):
+        load_dataset("fashion", "test", root=tmp_path)
 
 
 def write_cifar_batch(path: Path, n: int, seed: int) -> tuple[np.ndarray, list[int]]:

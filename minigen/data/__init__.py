@@ -160,6 +160,23 @@ def _convert(images: torch.Tensor, name: str, size: int | None, channels: int | 
     return images
 
 
+def locate(source, root: Path) -> Path:
+    """The folder holding a real data set's files: ROOT/name, else the first system folder that
+    has them (an operating-system package's), else a one-line DataError naming the remedies."""
+    stems = [name.removesuffix(".gz") for name in source.files]
+    has_files = lambda folder: folder.is_dir() and all(
+        any((folder / f"{stem}{ext}").is_file() or (folder / f"{stem.replace('-idx', '.idx')}{ext}").is_file()
+            for ext in ("", ".gz")) for stem in stems)
+    candidates = [root / source.name] + [Path(p) for p in source.system]
+    for folder in candidates:
+        if has_files(folder) or (source.name == "cifar10" and (folder / "cifar-10-batches-py").is_dir()):
+            return folder
+    remedies = [f"pass --download to fetch it into {root / source.name}"]
+    if source.package:
+        remedies.append(f"install Debian's package {source.package} (apt-get install {source.package})")
+    raise DataError(f"{source.name}: no files in {' or '.join(map(str, candidates))}; " + ", or ".join(remedies))
+
+
 def load_dataset(name: str, split: str = "train", *, root: str | Path | None = None,
                  size: int | None = None, channels: int | None = None, n: int | None = None,
                  seed: int = 0, download_missing: bool = False) -> ImageSet:
@@ -189,7 +206,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     else:
         if download_missing:
             download(name, Path(root or data_root()))
-        images, labels = source.read(Path(root or data_root()) / name, split)
+        images, labels = source.read(locate(source, Path(root or data_root())), split)
         if n is not None:
             images, labels = images[:n], labels[:n]
     classes = source.classes

@@ -16,6 +16,7 @@ Formats:
 """
 
 import gzip
+import hashlib
 import io
 import pickle
 import warnings
@@ -32,8 +33,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (raw or .gz) into an array of its stated shape."""
+def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
+    """Read one IDX file (raw or .gz) into an array of its stated shape. With `sha256`, the
+    decompressed contents must have that digest (what matters is the data, not how it was
+    compressed: the published files and Debian's recompressed ones both pass)."""
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -50,6 +53,9 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) != expected:
         raise DataError(f"{path}: IDX header promises {expected} bytes but the file has {len(raw)}; "
                         "the file is truncated or corrupt, download it again")
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise DataError(f"{path}: its contents are not the data set's (SHA-256 of the decompressed data "
+                        "differs); the file was altered: delete it and download it again")
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(tuple(dims)).astype(dtype.newbyteorder("="))
 
 
@@ -62,11 +68,13 @@ def _find(root: Path, stem: str) -> Path:
     raise DataError(f"{root / stem}[.gz]: not found; put the IDX files in {root} or pass --download")
 
 
-def read_mnist_like(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST or Fashion-MNIST from `root`: images (N, 1, 28, 28) uint8, labels (N,) int64."""
+def read_mnist_like(root: Path, split: str, contents: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST or Fashion-MNIST from `root`: images (N, 1, 28, 28) uint8, labels (N,) int64.
+    contents: SHA-256 of each file's decompressed data, by name without .gz, to check it against."""
     prefix = "train" if split == "train" else "t10k"
-    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    contents = contents or {}
+    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"), contents.get(f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"), contents.get(f"{prefix}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise DataError(f"{root}: {prefix} images {images.shape} and labels {labels.shape} do not match")
     return images[:, None].astype(np.uint8), labels.astype(np.int64)

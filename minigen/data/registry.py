@@ -8,9 +8,13 @@ it can be downloaded from. A new source (a system folder, another data set) is o
     fashion   IDX files                         10 clothing classes  Xiao et al. 2017's files
     cifar10   CIFAR python batches              10 object classes    Krizhevsky 2009's archive
 A folder of the user's images is `folder:PATH` (readers.read_folder): its classes are its subfolders.
+Real data is looked for in the data root (ROOT/name), then where an operating-system package puts
+it (Fashion-MNIST: Debian's dataset-fashion-mnist, /usr/share/datasets/fashion-mnist; Debian has
+no MNIST or CIFAR-10 package).
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +37,21 @@ class Source:
     # for --download: mirrors tried in order, and {file name: published MD5}
     mirrors: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    # where an operating-system package puts the same files, looked in after the data root
+    system: list[str] = field(default_factory=list)
+    package: str | None = None                        # that package's name, for the message
+    contents: dict[str, str] = field(default_factory=dict)   # SHA-256 of each decompressed file
+
+
+# SHA-256 of the decompressed Fashion-MNIST files (the IDX bytes, whatever the compression), derived
+# once with `gunzip -c FILE | sha256sum` from Debian's package dataset-fashion-mnist, which ships the
+# original images and labels recompressed (so its .gz MD5s differ from the published ones).
+FASHION_CONTENTS = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -50,7 +69,8 @@ REGISTRY = {s.name: s for s in [
                   "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
                   "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
     Source("fashion", "Fashion-MNIST clothes, 28x28 grayscale (Xiao et al. 2017)", FASHION_CLASSES,
-           read=readers.read_mnist_like,
+           read=partial(readers.read_mnist_like, contents=FASHION_CONTENTS),
+           system=["/usr/share/datasets/fashion-mnist"], package="dataset-fashion-mnist", contents=FASHION_CONTENTS,
            mirrors=["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
            files={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                   "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
