@@ -25,19 +25,25 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
 from minigen.cli import Parser, at_least, non_negative, number, run, writable_folder
-from minigen.data import train_and_test
+from minigen.data import to_float, train_and_test
+from minigen.data.readers import read_samples
 from minigen.device import pick_device, seed_everything
 from minigen.diffusion import SamplerConfig
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import accuracy, frechet_distance_of, inception_score, precision_recall
 from minigen.models.vit import ViT, ViTConfig
 from minigen.models.vit import preset as vit_preset
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def numbers(base, check=None):
@@ -51,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge", required=True, help="ViT checkpoint from train_vit.py, trained on the same data")
     p.add_argument("--gan", default=None, help="GAN checkpoint from train_gan.py")
     p.add_argument("--ddpm", default=None, help="diffusion checkpoint from train_ddpm.py")
+    p.add_argument("--samples", action="append", default=[], metavar="FILE.npz",
+                   help="samples from any model: uint8 `images` (N, H, W, C) and, for class accuracy and CAS, "
+                        "`labels` (sample.py --save-npz writes them); repeatable, one row each")
     p.add_argument("-n", type=number(int, at_least(10)), default=200, help="samples per row (default: 200)")
     p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
     p.add_argument("--ddpm-steps", type=number(int, non_negative), default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
@@ -103,6 +112,7 @@ def main(argv=None) -> int:
     # ---- the judge and the real data ---------------------------------------------------------
     judge_pipe = pipelines.load(args.judge, device, kind="vit")
     gan = pipelines.load(args.gan, device, kind="gan") if args.gan else None
+    samples = {path: read_samples(path) for path in args.samples}     # read (and refused) before any work
     pipe = pipelines.load(args.ddpm, device, kind="ddpm") if args.ddpm else None
     runs = []                                       # (sampler, steps, guidance) of the diffusion rows
     if pipe is not None:
@@ -117,6 +127,14 @@ def main(argv=None) -> int:
     if len(test) < 10:
         raise MinigenError(f"{args.judge}: its data set has {len(test)} test images; the statistics need at least 10")
     K = judge.config.num_classes
+    for path, (images, file_labels) in samples.items():
+        if images.shape[1:] != train.shape:
+            raise MinigenError(f"--samples {path}: images of {'x'.join(map(str, images.shape[1:]))}, the judge's data "
+                               f"is {'x'.join(map(str, train.shape))}")
+        if file_labels is not None and not ((file_labels >= 0) & (file_labels < K)).all():
+            raise MinigenError(f"--samples {path}: labels outside the judge's classes 0..{K - 1}")
+        if len(images) < 10:
+            raise MinigenError(f"--samples {path}: {len(images)} images; the statistics need at least 10")
     trained = f"{judge_pipe.test_accuracy:.2%} test accuracy" if judge_pipe.test_accuracy is not None else "accuracy not measured"
     print(f"judge: ViT trained on {data['dataset']} ({trained})")
     n = args.n
@@ -126,19 +144,21 @@ def main(argv=None) -> int:
 
     rows = []
 
-    def measure(name: str, x: torch.Tensor, y: torch.Tensor, seconds: float | None, note: str = ""):
+    def measure(name: str, x: torch.Tensor, y: torch.Tensor | None, seconds: float | None, note: str = ""):
+        """One row; without labels (y None) there is no class accuracy and no CAS."""
         feats, probs = judge_outputs(judge, x, device)
         precision, recall = precision_recall(real_feats[:len(x)], feats, k=3)
         row = {"model": name, "n": len(x), "FD": frechet_distance_of(real_feats, feats),
-               "precision": precision, "recall": recall, "accuracy": accuracy(probs, y),
+               "precision": precision, "recall": recall, "accuracy": accuracy(probs, y) if y is not None else None,
                "IS": inception_score(probs),
-               "CAS": classification_accuracy_score(x, y, test, judge.config, args.cas_steps, args.seed, device),
+               "CAS": classification_accuracy_score(x, y, test, judge.config, args.cas_steps, args.seed, device)
+               if y is not None else None,
                "images_per_s": len(x) / seconds if seconds else None,
                "s_per_image": seconds / len(x) if seconds else None, "note": note}
         rows.append(row)
         speed = f"{row['images_per_s']:.1f} img/s" if seconds else "-"
-        print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {row['accuracy']:.3f}  "
-              f"IS {row['IS']:.2f}  CAS {row['CAS']:.3f}  {speed}")
+        print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {fmt(row['accuracy'])}  "
+              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  {speed}")
 
     # ---- the floor: real held-out images --------------------------------------------------
     tx, ty = test.batch(torch.arange(min(n, len(test))))
@@ -168,12 +188,17 @@ def main(argv=None) -> int:
                                                      cond=pipe.condition(labels[:m]), generator=generator)
             measure(f"{sampler.upper()} {steps} steps, w={w:g}", x.cpu(), labels[:m], time.perf_counter() - start)
 
+    # ---- samples from any model, from files ----------------------------------------------------
+    for path, (images, file_labels) in samples.items():
+        y = torch.from_numpy(file_labels).long() if file_labels is not None else None
+        measure(f"samples: {Path(path).name}", to_float(torch.from_numpy(images)), y, None)
+
     # ---- report -------------------------------------------------------------------------------
     header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | images/s ↑ | s/image |\n"
               "|---|---|---|---|---|---|---|---|---|---|")
     lines = [header] + [
-        f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['accuracy']:.3f} "
-        f"| {r['IS']:.2f} | {r['CAS']:.3f} | " + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |"
+        f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {fmt(r['accuracy'])} "
+        f"| {r['IS']:.2f} | {fmt(r['CAS'])} | " + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |"
                                                    if r["images_per_s"] else "- | - |") for r in rows]
     table = "\n".join(lines)
     (out / "trilemma.md").write_text(table + "\n")

@@ -23,11 +23,12 @@ reported in one line, with exit status 2.
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from minigen import pipelines
-from minigen.cli import Parser, at_least, between, number, run, writable_image
+from minigen.cli import Parser, at_least, between, number, run, writable_folder, writable_image
 from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
@@ -36,7 +37,7 @@ from minigen.diffusion.editing import colour_loss, ddim_invert, repaint_projecti
 from minigen.diffusion.samplers import VARIANCES
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
-from minigen.images import save_gif, save_grid, save_strip
+from minigen.images import save_gif, save_grid, save_npz, save_pngs, save_strip
 from minigen.interpolation import slerp
 
 KINDS = ("ddpm", "gan")
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=count, default=None, help="number of images (default: 10 per class, or 64; 4 when editing)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images (default: 0)")
     p.add_argument("--out", default="samples.png", help="output grid (default: samples.png)")
+    p.add_argument("--save-npz", metavar="FILE", help="also write the samples as uint8 (N, H, W, C) `images` with "
+                                                      "their `labels`, the layout other evaluation tools read")
+    p.add_argument("--save-dir", metavar="DIR", help="also write one PNG per sample into DIR")
     p.add_argument("--strip", action="store_true", help="also write OUT_strip.png: the reverse process of the first image")
     p.add_argument("--gif", action="store_true", help="also write OUT.gif: the whole grid denoising")
     p.add_argument("--no-clip", action="store_true", help="do not clip the predicted x_0 to [-1, 1]")
@@ -116,7 +120,7 @@ def check_flags(args, kind: str) -> None:
     for name, parent in needs.items():
         if given(name) and not given(parent):
             raise MinigenError(f"{flag(name)} goes with {flag(parent)}")
-    for name in ("strip", "gif", "interpolate"):
+    for name in ("strip", "gif", "interpolate", "save_npz", "save_dir"):
         if given(name) and editing:
             raise MinigenError(f"{flag(name)} draws plain samples; it does not combine with --{editing[0]}")
     sampler = args.sampler or ("ddpm" if args.inpaint else "ddim")
@@ -216,6 +220,12 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     out = writable_image(args.out)
+    if args.save_npz:
+        if not args.save_npz.endswith(".npz"):
+            raise MinigenError(f"--save-npz {args.save_npz}: give a file name ending in .npz")
+        writable_folder(Path(args.save_npz).parent, flag="--save-npz")
+    if args.save_dir:
+        writable_folder(args.save_dir, flag="--save-dir")
     for name in ("interpolate",) if args.interpolate else ():
         writable_image(out.with_name(out.stem + "_interp.png"))
     device, reason = pick_device(args.device)
@@ -288,6 +298,11 @@ def main(argv=None) -> int:
         per_row = n // K
         row_labels = [str(c)[:10] for c in classes] if classes else [str(k) for k in range(K)]
     print(f"wrote {save_grid(x, out, nrow=per_row, row_labels=row_labels)}")
+    if args.save_npz:
+        print(f"wrote {save_npz(x, args.save_npz, labels if K else None)} ({n} samples, uint8 N x H x W x C)")
+    if args.save_dir:
+        names = [str(classes[k]) if classes else str(k) for k in labels.tolist()] if K else None
+        print(f"wrote {n} PNGs into {save_pngs(x, args.save_dir, names)}")
     if args.strip:
         strip, captions = frames.strip(10)
         print(f"wrote {save_strip(strip, out.with_name(out.stem + '_strip.png'), captions=captions)}")

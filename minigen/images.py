@@ -9,6 +9,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -124,3 +125,30 @@ def line_chart(panels: list[tuple[str, dict[str, list[float]]]], path: str | Pat
         draw.line([x, height + 11, x + 24, height + 11], fill=COLOURS[c % len(COLOURS)], width=3)
         draw.text((x + 30, height + 3), name, fill="black", font=font)
     return _atomic_save(img, path)
+
+
+# ---- samples for other tools: every image, at full precision of its pixels ----------------------
+
+def save_npz(x: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
+    """Samples (N, C, H, W) in [-1, 1] as uint8 `images` (N, H, W, C), the layout evaluation tools
+    read, with their class `labels` (N,) when given; written atomically."""
+    images = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arrays = {"images": images.permute(0, 2, 3, 1).numpy()}                # (N, C, H, W) -> (N, H, W, C)
+    if labels is not None:
+        arrays["labels"] = labels.detach().cpu().long().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def save_pngs(x: torch.Tensor, folder: str | Path, names: list[str] | None = None) -> Path:
+    """One PNG per sample, at its own size: FOLDER/00000[_name].png."""
+    folder = Path(folder)
+    for i, image in enumerate(x):
+        suffix = f"_{names[i]}" if names else ""
+        _atomic_save(to_pil(image), folder / f"{i:05d}{suffix.replace('/', '-').replace(' ', '-')}.png")
+    return folder

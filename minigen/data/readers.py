@@ -232,3 +232,21 @@ def read_mask(path: str | Path, image_path: str | Path, size: tuple[int, int]) -
         raise DataError(f"{path}: {mask.size[0]}x{mask.size[1]}, but the image is "
                         f"{image_size[0]}x{image_size[1]}; the mask must have the image's size")
     return (np.asarray(resize_center_crop(mask.convert("L"), *size), dtype=np.float32) < 128).astype(np.float32)
+
+
+def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Samples written by `sample.py --save-npz` or by another tool: `images` uint8 (N, H, W, C)
+    and, if present, `labels` (N,). Returns images (N, C, H, W) uint8 and the labels or None."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            images = f["images"]
+            labels = f["labels"] if "labels" in f.files else None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such samples file") from None
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise DataError(f"{path}: not a samples file with an 'images' array ({type(e).__name__})") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise DataError(f"{path}: images must be uint8 (N, H, W, C) with C = 1 or 3, not {images.dtype} {images.shape}")
+    if labels is not None and (labels.shape != (len(images),) or labels.dtype.kind not in "iu"):
+        raise DataError(f"{path}: labels must be integers, one per image, not {labels.dtype} {labels.shape}")
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)), labels         # (N, H, W, C) -> (N, C, H, W)

@@ -1,0 +1,53 @@
+"""Samples other tools can read: sample.py --save-npz / --save-dir, and evaluate.py --samples."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+import sample
+
+OLD = Path(__file__).resolve().parent / "data" / "before_refactor"
+
+
+def test_npz_and_pngs_hold_the_same_pixels_in_the_common_layout(tmp_path):
+    args = ["--ckpt", str(OLD / "ddpm.pt"), "--steps", "2", "-n", "20", "--no-progress", "--out", str(tmp_path / "g.png"),
+            "--save-npz", str(tmp_path / "s.npz"), "--save-dir", str(tmp_path / "pngs")]
+    assert sample.run(sample.main, args) == 0
+    with np.load(tmp_path / "s.npz") as f:
+        images, labels = f["images"], f["labels"]
+    assert images.dtype == np.uint8 and images.shape == (20, 28, 28, 1)          # (N, H, W, C)
+    assert labels.tolist() == [k for k in range(10) for _ in range(2)]            # a row per class, 2 each
+    pngs = sorted((tmp_path / "pngs").glob("*.png"))
+    assert len(pngs) == 20 and pngs[3].name == "00003_1.png"
+    assert np.array_equal(np.asarray(Image.open(pngs[3])), images[3, :, :, 0])
+
+
+def test_evaluate_judges_sample_files_with_and_without_labels(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "labelled.npz", images=rng.integers(0, 256, (12, 28, 28, 1), dtype=np.uint8),
+             labels=np.arange(12) % 10)
+    np.savez(tmp_path / "unlabelled.npz", images=rng.integers(0, 256, (12, 28, 28, 1), dtype=np.uint8))
+    args = ["--judge", str(OLD / "vit.pt"), "-n", "12", "--cas-steps", "1", "--out", str(tmp_path / "eval"),
+            "--samples", str(tmp_path / "labelled.npz"), "--samples", str(tmp_path / "unlabelled.npz")]
+    assert evaluate.run(evaluate.main, args) == 0
+    table = (tmp_path / "eval" / "trilemma.md").read_text().splitlines()
+    row = next(line for line in table if "unlabelled.npz" in line).split("|")
+    assert row[6].strip() == "-" and row[8].strip() == "-"                         # no accuracy, no CAS
+    assert any("labelled.npz" in line and line.split("|")[6].strip() != "-" for line in table)
+
+
+@pytest.mark.parametrize("arrays,message", [
+    ({"images": np.zeros((12, 28, 28, 1), np.float32)}, "must be uint8"),
+    ({"images": np.zeros((12, 32, 32, 3), np.uint8)}, "images of 3x32x32"),
+    ({"images": np.zeros((12, 28, 28, 1), np.uint8), "labels": np.full(12, 10)}, "labels outside"),
+    ({"pictures": np.zeros((12, 28, 28, 1), np.uint8)}, "not a samples file"),
+])
+def test_a_bad_samples_file_is_one_line(tmp_path, capsys, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    assert evaluate.run(evaluate.main, ["--judge", str(OLD / "vit.pt"), "--samples", str(tmp_path / "bad.npz"),
+                                        "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
