@@ -152,7 +152,8 @@ def main(argv=None) -> int:
         fixed_noise, fixed_labels = run_.state["extra"]["fixed_noise"], run_.state["extra"]["fixed_labels"]
     start = run_.attach(model, model_cfg, ema=ema, optimizer=optimizer, scheduler=scheduler,
                         extra={"diffusion": dataclasses.asdict(diffusion_cfg), "classes": list(data.classes),
-                               "fixed_noise": fixed_noise, "fixed_labels": fixed_labels})
+                               "fixed_noise": fixed_noise, "fixed_labels": fixed_labels},
+                        classes=list(data.classes) if conditional else [])
     fixed_noise, fixed_labels = fixed_noise.to(device), fixed_labels.to(device)
     pipe = DiffusionPipeline(ema.model, diffusion, list(data.classes))           # samples come from the EMA weights
 

@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     fixed_z = torch.randn(n_fixed, model_cfg.z_dim, generator=g).to(device)
     fixed_labels = (torch.arange(n_fixed) % len(data.classes)).to(device)
     run_.attach(G, model_cfg, ema=ema, optimizer=opt_g, others={"discriminator": D, "optimizer_d": opt_d},
-                extra={"classes": list(data.classes)})
+                extra={"classes": list(data.classes)}, classes=list(data.classes) if conditional else [])
     real_diversity = mean_pairwise_distance(data.batch(torch.arange(min(len(data), n_fixed)))[0])
     net_g, net_d = run_.wrap(G), run_.wrap(D)
     net_g, net_d = (torch.compile(net_g), torch.compile(net_d)) if cfg.compile else (net_g, net_d)

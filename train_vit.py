@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
     noising = Diffusion.from_config(DiffusionConfig(cfg.noise_schedule, cfg.noise_T)).to(device) if cfg.noisy else None
     extra = {"classes": list(train.classes), "test_accuracy": None}
-    run_.attach(model, model_cfg, optimizer=optimizer, scheduler=scheduler, extra=extra)
+    run_.attach(model, model_cfg, optimizer=optimizer, scheduler=scheduler, extra=extra, classes=list(train.classes))
     net = run_.wrap(model)
 
     # ---- training loop --------------------------------------------------------------------

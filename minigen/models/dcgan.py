@@ -75,6 +75,8 @@ def init_weights(module: nn.Module) -> None:
 class Generator(nn.Module):
     """G(z, y) -> image in [−1, 1]: z (B, z_dim) [+ label embedding] -> (B, C, size, size)."""
 
+    class_rows = ("label_emb.weight",)      # one row per class (fine-tuning maps them by class name)
+
     def __init__(self, config: DCGANConfig):
         super().__init__()
         c = self.config = config
@@ -104,6 +106,8 @@ class Discriminator(nn.Module):
     """D(x, y) -> one logit per image (real > 0 > fake). With labels, the projection term
     ⟨embed(y), φ(x)⟩ is added to the logit (Miyato & Koyama 2018, Eq. 3), φ(x) being the
     features before the last layer, summed over positions."""
+
+    class_rows = ("label_emb.weight",)
 
     def __init__(self, config: DCGANConfig):
         super().__init__()

@@ -124,6 +124,8 @@ class Level(nn.Module):
 class UNet(nn.Module):
     """model(x_t, t, y=None) -> output of x_t's shape. y: class labels (B,), K = the null label."""
 
+    class_rows = ("label_emb.weight",)      # one row per class, then the null label's (fine-tuning maps them)
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         c = self.config = config

@@ -81,6 +81,8 @@ class Block(nn.Module):
 class ViT(nn.Module):
     """model(x) -> class logits (B, K); model.features(x) -> the [CLS] features (B, D)."""
 
+    class_rows = ("head.weight", "head.bias")   # one row per class (fine-tuning maps them by class name)
+
     def __init__(self, config: ViTConfig):
         super().__init__()
         c = self.config = config

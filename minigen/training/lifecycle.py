@@ -35,6 +35,7 @@ from ..device import pick_device, resident_memory_mib
 from ..errors import MinigenError
 from ..progress import progress_bar
 from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .finetune import init_from, restart_ema
 from .runlog import MetricsLog
 
 
@@ -47,6 +48,8 @@ class RunConfig:
     stop_after: int | None = setting(None, "stop after this many steps of this invocation, with a checkpoint "
                                            "(split a run into chunks)", runtime=True, check=at_least(1))
     device: str | None = setting(None, "cpu | cuda | cuda:1 | mps (default: the best available)", runtime=True)
+    init_from: str | None = setting(None, "fine-tune: start from this checkpoint's weights (EMA where it has them) "
+                                          "with a fresh optimizer and schedule; classes are matched by name")
     ckpt_every: int = setting(250, "save OUT/last.pt every N steps (and always at the end)", runtime=True,
                               check=at_least(1))
     log_every: int = setting(10, "append a line to OUT/metrics.jsonl every N steps", runtime=True,
@@ -170,11 +173,19 @@ class Run:
 
     # ---- what the run saves ---------------------------------------------------------------------
 
-    def attach(self, model, config, *, ema=None, optimizer=None, scheduler=None, others=None, extra=None) -> int:
+    def attach(self, model, config, *, ema=None, optimizer=None, scheduler=None, others=None, extra=None,
+               classes: list[str] = ()) -> int:
         """Name what every checkpoint holds (`extra` is a dict the script may update), restore it
-        when resuming, and return the step the run starts from."""
+        when resuming (or load --init-from's weights, mapping `classes` by name), and return the
+        step the run starts from."""
         self._saved = dict(model=model, config=config, ema=ema, optimizer=optimizer, scheduler=scheduler,
                            others=others, extra=extra if extra is not None else {})
+        if self.state is None and self.cfg.init_from:
+            networks = {"model": model, **{k: v for k, v in (others or {}).items() if isinstance(v, torch.nn.Module)}}
+            self._saved["extra"]["init_from"], said = init_from(self.cfg.init_from, self.kind, networks, list(classes), config)
+            if ema is not None:
+                restart_ema(ema, model)
+            self.say(said)
         if self.main:                                # from here on the run writes into its folder
             writable_folder(self.out)
             self._lock()
