@@ -308,7 +308,7 @@ class Run:
         self._tick, self._tick_step = now, done
         metrics = {**metrics, "images_per_s": images_per_s, "rss_mib": round(resident_memory_mib(), 1)}
         self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in metrics.items()
-                              if k not in ("rss_mib", "grad_norm")})
+                              if k not in ("rss_mib", "grad_norm")}, refresh=False)   # the bar redraws at its own pace
         self.log_file.write(done, **metrics)
         return metrics
 
