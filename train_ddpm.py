@@ -14,7 +14,6 @@ steps), and at the end samples.png (a row per class) and reverse.png.
 Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 """
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -23,8 +22,7 @@ from functools import partial
 
 import torch
 
-from minigen.cli import (Parser, add_config_args, at_least, between, parse_config, non_negative, positive, run,
-                         setting)
+from minigen.cli import at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.diffusion import PREDICTIONS, Diffusion, DiffusionConfig, Frames, SamplerConfig
@@ -108,13 +106,8 @@ def draw(pipe: DiffusionPipeline, x_T, labels, cfg, progress: bool = False):
 
 
 def main(argv=None) -> int:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, TrainConfig)
-    cfg, given = parse_config(parser, TrainConfig, argv)
-    run_ = Run(cfg, kind="ddpm", given=given)
+    run_ = Run.from_command_line(TrainConfig, "ddpm", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
-    if cfg.amp and device.type != "cuda":
-        say(f"note: --amp (bf16 autocast) is for CUDA; training in fp32 on {device.type}")
     if cfg.sample_steps > cfg.T:
         raise MinigenError(f"--sample-steps {cfg.sample_steps}: must be at most --T {cfg.T}")
     seed_everything(cfg.seed)

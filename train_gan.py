@@ -25,7 +25,6 @@ Warns when D's loss collapses towards 0 or the fixed-noise samples lose their di
 Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 """
 
-import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -33,8 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minigen.cli import (Parser, add_config_args, at_least, between, parse_config, non_negative, positive, run,
-                         setting)
+from minigen.cli import at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
@@ -121,13 +119,8 @@ def train_step(net_g, net_d, opt_g, opt_d, ema: EMA, batch, cfg):
 
 
 def main(argv=None) -> int:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, GANTrainConfig)
-    cfg, given = parse_config(parser, GANTrainConfig, argv)
-    run_ = Run(cfg, kind="gan", given=given)
+    run_ = Run.from_command_line(GANTrainConfig, "gan", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
-    if cfg.amp and device.type != "cuda":
-        say(f"note: --amp (bf16 autocast) is for CUDA; training in fp32 on {device.type}")
     diff_augment(torch.zeros(1, 1, 8, 8), cfg.diffaug)          # an unknown policy fails here, not at step 1
     seed_everything(cfg.seed)
 

@@ -13,7 +13,6 @@ attention.png (test images, and where the [CLS] token looks in each layer).
 Ctrl-C saves a checkpoint and stops; --resume continues; torchrun runs it on several processes.
 """
 
-import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigen.cli import (Parser, add_config_args, at_least, between, parse_config, non_negative, positive, run,
-                         setting)
+from minigen.cli import at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, train_and_test
 from minigen.device import seed_everything
 from minigen.diffusion import Diffusion, DiffusionConfig
@@ -105,10 +103,7 @@ def train_step(net, optimizer, batch, noising: Diffusion | None, cfg):
 
 
 def main(argv=None) -> int:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, ViTTrainConfig)
-    cfg, given = parse_config(parser, ViTTrainConfig, argv)
-    run_ = Run(cfg, kind="vit", given=given)
+    run_ = Run.from_command_line(ViTTrainConfig, "vit", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
     seed_everything(cfg.seed)
 

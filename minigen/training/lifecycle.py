@@ -19,6 +19,7 @@ Under `torchrun --nproc_per_node N` each process takes its slice of every batch
 DistributedDataParallel module, and only rank 0 prints, logs, draws and saves.
 """
 
+import argparse
 import atexit
 import dataclasses
 import os
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..cli import at_least, runtime_fields, setting, writable_folder
+from ..cli import Parser, add_config_args, at_least, parse_config, runtime_fields, setting, writable_folder
 from ..device import pick_device, resident_memory_mib
 from ..errors import MinigenError
 from ..progress import progress_bar
@@ -114,6 +115,16 @@ class Run:
         self.completed, self.exit_code = False, 0
         self._saved = None
         self._bad = None                            # device-side record of a non-finite loss (check_finite)
+        if getattr(cfg, "amp", False) and self.device.type != "cuda":
+            self.say(f"note: --amp (bf16 autocast) is for CUDA; training in fp32 on {self.device.type}")
+
+    @classmethod
+    def from_command_line(cls, config_class, kind: str, argv=None, description: str | None = None) -> "Run":
+        """Parse the command line into `config_class` (one flag per setting) and start the run."""
+        parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_config_args(parser, config_class)
+        cfg, given = parse_config(parser, config_class, argv)
+        return cls(cfg, kind, given)
 
     def say(self, *args, **kwargs) -> None:
         """print, on the main process only, through the progress bar when there is one."""
