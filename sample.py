@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from minigen import pipelines
-from minigen.cli import Parser, at_least, between, number, run, writable_folder, writable_image
+from minigen.cli import Parser, at_least, between, interval, number, run, writable_folder, writable_image
 from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
@@ -42,8 +42,9 @@ from minigen.interpolation import slerp
 
 KINDS = ("ddpm", "gan")
 # Flags only a diffusion checkpoint uses (their defaults are None/False so that giving one is seen).
-DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "negative_class", "no_clip",
-                   "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert", "classifier", "color_target")
+DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "negative_class",
+                   "no_clip", "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert", "classifier",
+                   "color_target")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variance", choices=VARIANCES, default=None,
                    help="DDPM variance: posterior β̃ (small) or β (large) (default: small)")
     p.add_argument("--guidance", type=number(float), default=None, help="classifier-free guidance scale w; 1 = none (default: 3)")
+    p.add_argument("--guidance-interval", type=interval, default=None, metavar="LOW,HIGH",
+                   help="guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 (Kynkäänniemi et al. 2024)")
     p.add_argument("--class", dest="class_", type=number(int, at_least(0)), default=None,
                    help="generate this class only (default: a row per class)")
     p.add_argument("--negative-class", type=number(int, at_least(0)), default=None,
@@ -139,7 +142,8 @@ def make_denoiser(args, pipe, labels, net):
     negative = None
     if args.negative_class is not None:
         negative = pipe.condition(torch.full((len(labels),), args.negative_class))
-    denoiser = pipe.denoiser(args.guidance if args.guidance is not None else 3.0, negative, network=net)
+    denoiser = pipe.denoiser(args.guidance if args.guidance is not None else 3.0, negative, network=net,
+                             sigma_interval=args.guidance_interval)
     if args.color_target:
         try:
             rgb = [float(v) for v in args.color_target.split(",")]

@@ -71,6 +71,17 @@ def number(base, check=None):
     return parse
 
 
+def interval(text: str) -> tuple[float, float]:
+    """An argparse type for "LOW,HIGH": two finite numbers, 0 ≤ LOW < HIGH."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers LOW,HIGH") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+        raise argparse.ArgumentTypeError(f"{text}: must be finite with 0 <= LOW < HIGH")
+    return low, high
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (`error: argument --lr: -1: must be ...`)
     and exit status 2, without the usage block (`--help` has it)."""

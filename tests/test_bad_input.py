@@ -73,6 +73,8 @@ BAD = [
     ("sample.py", ["--guidance", "nan"], "--guidance"),
     ("sample.py", ["--guidance", "inf"], "--guidance"),
     ("sample.py", ["--eta", "2"], "--eta"),
+    ("sample.py", ["--guidance-interval", "5,1"], "--guidance-interval"),
+    ("sample.py", ["--guidance-interval", "1"], "--guidance-interval"),
     ("sample.py", ["--dynamic-threshold", "0"], "--dynamic-threshold"),
     ("sample.py", ["--min-d-prob", "2"], "--min-d-prob"),
     ("sample.py", ["--interpolate", "1"], "--interpolate"),

@@ -201,3 +201,26 @@ def test_sampler_calls_back_each_step_and_rejects_bad_arguments():
     a = SamplerConfig("ddpm", 10).sample(model, torch.zeros(2, 1, 4, 4), generator=g1, progress=False)
     b = SamplerConfig("ddpm", 10).sample(model, torch.zeros(2, 1, 4, 4), generator=g2, progress=False)
     assert torch.equal(a, b)
+
+
+def test_guidance_in_a_limited_interval_is_the_conditional_model_outside_it():
+    """Kynkäänniemi et al. 2024: inside (t_low, t_high) ε̂ = ε̂_u + w(ε̂_c − ε̂_u); outside w = 1, so
+    ε̂ = ε̂_c. With outputs equal to the label (cond 3, null 10), w = 2: −4 inside, 3 outside."""
+    def model(x, t, y):
+        return y.float().view(-1, 1, 1, 1).expand_as(x)
+    model.null_condition = lambda y: {"y": torch.full_like(y, 10)}
+    guided = ClassifierFreeGuidance(model, 2.0, interval=(100, 500))
+    x, y = torch.zeros(4, 1, 2, 2), torch.full((4,), 3)
+    out = guided(x, torch.tensor([50, 100, 500, 900]), y=y)
+    assert out[:, 0, 0, 0].tolist() == [3.0, -4.0, -4.0, 3.0]
+
+
+def test_the_sigma_interval_becomes_the_timesteps_whose_noise_level_lies_in_it():
+    """σ_t = √((1 − ᾱ_t)/ᾱ_t) rises with t; the pipeline guides exactly where σ_t ∈ (σ_low, σ_high]."""
+    from minigen.models.unet import UNet, preset
+    from minigen.pipelines import DiffusionPipeline
+    d = Diffusion(make_betas("linear", 1000))
+    pipe = DiffusionPipeline(UNet(preset("tiny", num_classes=2)), d)
+    lo, hi = pipe.denoiser(3.0, sigma_interval=(0.28, 5.42)).network.interval
+    sigma = lambda t: ((1 - d.alpha_bar[t]) / d.alpha_bar[t]).sqrt().item()
+    assert sigma(lo - 1) <= 0.28 < sigma(lo) and sigma(hi) <= 5.42 < sigma(hi + 1)
