@@ -163,13 +163,12 @@ def _convert(images: torch.Tensor, name: str, size: int | None, channels: int | 
 def locate(source, root: Path) -> Path:
     """The folder holding a real data set's files: ROOT/name, else the first system folder that
     has them (an operating-system package's), else a one-line DataError naming the remedies."""
-    stems = [name.removesuffix(".gz") for name in source.files]
-    has_files = lambda folder: folder.is_dir() and all(
-        any((folder / f"{stem}{ext}").is_file() or (folder / f"{stem.replace('-idx', '.idx')}{ext}").is_file()
-            for ext in ("", ".gz")) for stem in stems)
+    spellings = lambda name: [name, name.replace("-idx", ".idx")]             # as readers._find accepts
+    has_data = lambda folder: all(any((folder / f"{spelling}{ext}").exists() for spelling in spellings(name)
+                                      for ext in ("", ".gz")) for name in source.holds)
     candidates = [root / source.name] + [Path(p) for p in source.system]
     for folder in candidates:
-        if has_files(folder) or (source.name == "cifar10" and (folder / "cifar-10-batches-py").is_dir()):
+        if folder.is_dir() and has_data(folder):
             return folder
     remedies = [f"pass --download to fetch it into {root / source.name}"]
     if source.package:

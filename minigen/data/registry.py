@@ -41,6 +41,7 @@ class Source:
     system: list[str] = field(default_factory=list)
     package: str | None = None                        # that package's name, for the message
     contents: dict[str, str] = field(default_factory=dict)   # SHA-256 of each decompressed file
+    holds: list[str] = field(default_factory=list)    # what a folder with the data has (files may be .gz)
 
 
 # SHA-256 of the decompressed Fashion-MNIST files (the IDX bytes, whatever the compression), derived
@@ -54,6 +55,7 @@ FASHION_CONTENTS = {
 }
 
 
+IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -62,7 +64,7 @@ REGISTRY = {s.name: s for s in [
     Source("glyphs", "MNIST-like digits drawn here, 28x28 grayscale", glyphs.CLASSES, make=glyphs.make_glyphs),
     Source("shapes", "coloured shapes drawn here, 32x32 RGB", shapes.CLASSES, make=shapes.make_shapes),
     Source("mnist", "handwritten digits, 28x28 grayscale (LeCun et al. 1998)", glyphs.CLASSES,
-           read=readers.read_mnist_like,
+           read=readers.read_mnist_like, holds=IDX_FILES,
            mirrors=["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
            files={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
                   "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -71,12 +73,14 @@ REGISTRY = {s.name: s for s in [
     Source("fashion", "Fashion-MNIST clothes, 28x28 grayscale (Xiao et al. 2017)", FASHION_CLASSES,
            read=partial(readers.read_mnist_like, contents=FASHION_CONTENTS),
            system=["/usr/share/datasets/fashion-mnist"], package="dataset-fashion-mnist", contents=FASHION_CONTENTS,
+           holds=IDX_FILES,
            mirrors=["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
            files={"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
                   "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                   "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                   "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
     Source("cifar10", "CIFAR-10 photos, 32x32 RGB (Krizhevsky 2009)", CIFAR10_CLASSES, read=readers.read_cifar10,
+           holds=["cifar-10-batches-py"],
            mirrors=["https://www.cs.toronto.edu/~kriz/"],
            files={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"}),
 ]}
