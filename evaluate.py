@@ -14,6 +14,8 @@ reports, judged by the tiny ViT trained on the real data (train_vit.py):
     IS         Inception-Score-style exp(E KL(p(y|x) ‖ p(y))) from the judge          higher, at most K
     CAS        Classification Accuracy Score (Ravuri & Vinyals 2019): a fresh classifier trained
                on the samples only, tested on real test images                        higher
+    grainy     share of samples with more speckles (isolated pixels on a flat region) than 99% of
+               real training images have: residual noise (python -m minigen.evaluation.grain) lower
     images/s   sampling speed (and seconds per image)
 
 The first row measures held-out real test images against the training images: the floor
@@ -32,12 +34,12 @@ import torch.nn.functional as F
 
 from minigen import pipelines
 from minigen.cli import Parser, at_least, interval, non_negative, number, run, writable_folder
-from minigen.data import to_float, train_and_test
+from minigen.data import DataConfig, to_float, train_and_test
 from minigen.data.readers import read_samples
 from minigen.device import pick_device, seed_everything
 from minigen.diffusion import SamplerConfig
 from minigen.errors import MinigenError
-from minigen.evaluation.metrics import accuracy, frechet_distance_of, inception_score, precision_recall
+from minigen.evaluation.metrics import accuracy, frechet_distance_of, grainy_fraction, inception_score, precision_recall
 from minigen.models.vit import ViT, ViTConfig
 from minigen.models.vit import preset as vit_preset
 
@@ -60,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", action="append", default=[], metavar="FILE.npz",
                    help="samples from any model: uint8 `images` (N, H, W, C) and, for class accuracy and CAS, "
                         "`labels` (sample.py --save-npz writes them); repeatable, one row each")
+    p.add_argument("--only-classes", default=None, metavar="NAMES",
+                   help="comma-separated class names: draw samples of these classes only and compare them with the "
+                        "real images of these classes (e.g. a class a model was fine-tuned on)")
+    p.add_argument("--drop-classes", default=None, metavar="NAMES",
+                   help="comma-separated class names left out of the samples and of the real images")
     p.add_argument("-n", type=number(int, at_least(10)), default=200, help="samples per row (default: 200)")
     p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
     p.add_argument("--guidance-interval", type=interval, default=None, metavar="LOW,HIGH",
@@ -126,6 +133,8 @@ def main(argv=None) -> int:
     judge, data = judge_pipe.network, judge_pipe.data
     kw = dict(root=data["data_root"], size=data["image_size"], channels=data["channels"])
     train, test = train_and_test(data["dataset"], **kw)
+    selection = DataConfig(only_classes=args.only_classes, drop_classes=args.drop_classes)
+    train, test = selection.select(train), selection.select(test)
     if len(test) < 10:
         raise MinigenError(f"{args.judge}: its data set has {len(test)} test images; the statistics need at least 10")
     K = judge.config.num_classes
@@ -140,9 +149,11 @@ def main(argv=None) -> int:
     trained = f"{judge_pipe.test_accuracy:.2%} test accuracy" if judge_pipe.test_accuracy is not None else "accuracy not measured"
     print(f"judge: ViT trained on {data['dataset']} ({trained})")
     n = args.n
-    labels = torch.arange(n) % K                                     # class-balanced requests
+    chosen = train.labels.unique()                                   # the classes measured (all, or the chosen ones)
+    labels = chosen[torch.arange(n) % len(chosen)]                   # class-balanced requests
     real_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:max(n, 2000)]
-    real_feats, _ = judge_outputs(judge, train.batch(real_idx)[0], device)
+    real_images = train.batch(real_idx)[0]
+    real_feats, _ = judge_outputs(judge, real_images, device)
 
     rows = []
 
@@ -154,13 +165,14 @@ def main(argv=None) -> int:
                "precision": precision, "recall": recall, "accuracy": accuracy(probs, y) if y is not None else None,
                "IS": inception_score(probs),
                "CAS": classification_accuracy_score(x, y, test, judge.config, args.cas_steps, args.seed, device)
-               if y is not None else None,
+               if y is not None and len(chosen) > 1 else None,         # one class: nothing to tell apart
+               "grainy": grainy_fraction(x, real_images),
                "images_per_s": len(x) / seconds if seconds else None,
                "s_per_image": seconds / len(x) if seconds else None, "note": note}
         rows.append(row)
         speed = f"{row['images_per_s']:.1f} img/s" if seconds else "-"
         print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {fmt(row['accuracy'])}  "
-              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  {speed}")
+              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  grainy {row['grainy']:.1%}  {speed}")
 
     # ---- the floor: real held-out images --------------------------------------------------
     tx, ty = test.batch(torch.arange(min(n, len(test))))
@@ -198,11 +210,11 @@ def main(argv=None) -> int:
         measure(f"samples: {Path(path).name}", to_float(torch.from_numpy(images)), y, None)
 
     # ---- report -------------------------------------------------------------------------------
-    header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | images/s ↑ | s/image |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+    header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | grainy ↓ | images/s ↑ | s/image |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [header] + [
         f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {fmt(r['accuracy'])} "
-        f"| {r['IS']:.2f} | {fmt(r['CAS'])} | " + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |"
+        f"| {r['IS']:.2f} | {fmt(r['CAS'])} | {r['grainy']:.1%} | " + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |"
                                                    if r["images_per_s"] else "- | - |") for r in rows]
     table = "\n".join(lines)
     (out / "trilemma.md").write_text(table + "\n")

@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
-    data = load_dataset(cfg.dataset, "train", root=cfg.data_root, size=cfg.image_size, channels=cfg.channels,
-                        seed=cfg.seed, download_missing=cfg.download and run_.main)
+    data = cfg.select(load_dataset(cfg.dataset, "train", root=cfg.data_root, size=cfg.image_size,
+                                   channels=cfg.channels, seed=cfg.seed, download_missing=cfg.download and run_.main))
     C, H, W = data.shape
     if H != W or H not in SIZES:
         raise MinigenError(f"the DCGAN makes square images of {SIZES} pixels; {cfg.dataset} gives {H}x{W}: "

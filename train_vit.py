@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     kw = {"root": cfg.data_root, "size": cfg.image_size, "channels": cfg.channels, "seed": cfg.seed,
           "download_missing": cfg.download and run_.main}
     train, test = train_and_test(cfg.dataset, **kw)                 # a folder: every 10th image held out
+    train, test = cfg.select(train), cfg.select(test, limit=False)
     C, H, W = train.shape
     if len(train.classes) < 2:
         raise MinigenError(f"{cfg.dataset} has one class; a classifier needs at least two (use subfolders)")

@@ -52,6 +52,7 @@ class DiffusionPipeline(Pipeline):
     diffusion: Diffusion
     classes: list[str] = field(default_factory=list)
     step: int = 0                       # training steps behind these weights
+    data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
     kind = "ddpm"
 
     def condition(self, labels: torch.Tensor | None) -> dict:
@@ -156,11 +157,13 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
     if wanted is not None and state["kind"] not in wanted:
         raise CheckpointError(f"{path}: this is a {state['kind']!r} checkpoint, not a {' or '.join(map(repr, wanted))} one")
     classes, step = list(state["extra"].get("classes", [])), state["step"]
+    train = state["extra"].get("train", {})
+    data = {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}
     try:
         if state["kind"] == "ddpm":
             network = _ready(UNet(UNetConfig(**state["config"])), _weights(state), device)
             diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"])).to(device)
-            return DiffusionPipeline(network, diffusion, classes, step)
+            return DiffusionPipeline(network, diffusion, classes, step, data)
         if state["kind"] == "gan":
             config = DCGANConfig(**state["config"])
             G = _ready(Generator(config), _weights(state), device)
@@ -168,8 +171,6 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
             return GANPipeline(G, D, classes, step)
         if state["kind"] == "vit":
             network = _ready(ViT(ViTConfig(**state["config"])), state["model"], device)
-            train = state["extra"].get("train", {})
-            data = {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}
             return ClassifierPipeline(network, classes, step, data, state["extra"].get("test_accuracy"))
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: does not match this minigen's {state['kind']} model "

@@ -81,3 +81,18 @@ def test_a_checkpoint_of_another_size_or_kind_is_one_line(pretrained, capsys):
     code = train_gan.run(train_gan.main, ["--preset", "tiny", "--dataset", data, "--image-size", "28", "--channels", "1",
                                           "--steps", "1", "--init-from", str(ckpt), "--out", str(root / "y")])
     assert code == 2 and "a 'ddpm' checkpoint, not a 'gan' one" in capsys.readouterr().err
+
+
+def test_fine_tuning_on_one_class_keeps_the_whole_class_list(pretrained, capsys):
+    """--only-classes mid --max-images 5: five images of one class, yet a model with a row for
+    each of the data set's three classes (so the old classes can still be sampled)."""
+    root, ckpt = pretrained
+    data = folder(root / "new", {"dark": 40, "light": 220, "mid": 128})
+    out = root / "one-class"
+    code = train_ddpm.run(train_ddpm.main, [*TINY, "--dataset", data, "--image-size", "28", "--channels", "1",
+                                            "--only-classes", "MID", "--max-images", "5", "--steps", "1",
+                                            "--init-from", str(ckpt), "--out", str(out)])
+    assert code == 0
+    said = capsys.readouterr().out
+    assert "5 images of 1x28x28, 3 classes" in said and "classes kept 2, new 1" in said
+    assert load_checkpoint(out / "last.pt")["extra"]["classes"] == ["dark", "light", "mid"]

@@ -4,8 +4,15 @@
 import pytest
 import torch
 
-from minigen.evaluation.metrics import (accuracy, frechet_distance, frechet_distance_of, inception_score,
-                                        precision_recall)
+from minigen.evaluation.metrics import (
+    accuracy,
+    frechet_distance,
+    frechet_distance_of,
+    grainy_fraction,
+    inception_score,
+    precision_recall,
+    speckles,
+)
 
 
 def test_frechet_distance_of_one_dimensional_gaussians():
@@ -78,3 +85,31 @@ def test_inception_score_bounds():
 def test_accuracy():
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
     assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+
+
+def _drawing_with_dots(n_dots: int) -> torch.Tensor:
+    """A 1×28×28 image on background −1: a filled 8×8 square (value 1) and n_dots single
+    bright pixels on a grid of spacing 4, far from the square and from each other."""
+    x = torch.full((1, 28, 28), -1.0)
+    x[:, 2:10, 2:10] = 1.0
+    spots = [(r, c) for r in range(14, 27, 4) for c in range(2, 27, 4)][:n_dots]
+    for r, c in spots:
+        x[:, r, c] = 1.0
+    return x
+
+
+def test_speckles_count_isolated_pixels_and_not_edges():
+    """Each isolated pixel differs from its 3×3 median (the background) by the whole range: one
+    speckle each. The square's edges and corners are not in a flat region (the median-filtered
+    image changes within 2 pixels), so a clean drawing has none."""
+    x = torch.stack([_drawing_with_dots(k) for k in (0, 1, 5, 20)])
+    assert speckles(x).tolist() == [0, 1, 5, 20]
+    faint = _drawing_with_dots(3) * 0.05 - 0.95          # dots 0.1 above the background: below 10% of the range
+    assert speckles(faint[None]).tolist() == [0]
+
+
+def test_grainy_fraction_against_real_images():
+    """Real images all clean (quantile 0): any speckle makes a sample grainy."""
+    real = torch.stack([_drawing_with_dots(0)] * 10)
+    samples = torch.stack([_drawing_with_dots(k) for k in (0, 0, 0, 2, 7)])
+    assert grainy_fraction(samples, real) == pytest.approx(2 / 5)

@@ -51,3 +51,25 @@ def test_a_bad_samples_file_is_one_line(tmp_path, capsys, arrays, message):
                                         "--out", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.strip().count("\n") == 0, err
+
+
+def test_evaluate_measures_chosen_classes_against_their_real_images(tmp_path):
+    """--only-classes 3: the floor row is the judge on the first real test images of class 3
+    (derived here independently), and with one class there is no CAS."""
+    import json
+
+    import torch
+
+    from minigen import pipelines
+    from minigen.data import train_and_test
+    args = ["--judge", str(OLD / "vit.pt"), "--ddpm", str(OLD / "ddpm.pt"), "--only-classes", "3", "-n", "10",
+            "--ddpm-steps", "0", "--ddim-steps", "1", "--guidance", "1", "--out", str(tmp_path / "eval")]
+    assert evaluate.run(evaluate.main, args) == 0
+    rows = json.loads((tmp_path / "eval" / "trilemma.json").read_text())["rows"]
+    judge = pipelines.load(OLD / "vit.pt", kind="vit")
+    _, test = train_and_test(judge.data["dataset"], size=judge.data["image_size"], channels=judge.data["channels"])
+    threes = test.images[test.labels == 3][:10].float() / 127.5 - 1
+    with torch.no_grad():
+        expected = (judge.network(threes).argmax(1) == 3).double().mean().item()
+    assert rows[0]["n"] == 10 and rows[0]["accuracy"] == expected
+    assert all(row["CAS"] is None for row in rows)

@@ -52,6 +52,20 @@ class DataConfig:
                                     runtime=True)
     download: bool = setting(False, f"download {' / '.join(DOWNLOADABLE)} into --data-root if missing", runtime=True)
     flip: bool = setting(False, "random horizontal flips of the training images (not for digits!)")
+    only_classes: str | None = setting(None, "comma-separated class names: train on their images only (the model "
+                                             "still has a row for every class, e.g. to fine-tune on one)")
+    drop_classes: str | None = setting(None, "comma-separated class names whose images are left out")
+    max_images: int | None = setting(None, "train on the first N images (after the class filters)", check=at_least(1))
+
+    def select(self, images: "ImageSet", limit: bool = True) -> "ImageSet":
+        """The images these settings train on: the class filters, then the first --max-images
+        (unless limit is False: a test split keeps all of its selected classes' images)."""
+        return images.subset(only=_names(self.only_classes), drop=_names(self.drop_classes),
+                             limit=self.max_images if limit else None)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [name.strip() for name in text.split(",") if name.strip()]
 
 
 @dataclass
@@ -69,6 +83,29 @@ class ImageSet:
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])
+
+    def subset(self, only: list[str] | None = None, drop: list[str] | None = None,
+               limit: int | None = None) -> "ImageSet":
+        """The images of the classes named in `only` (all if None) and not in `drop`, the first
+        `limit` of them. Labels and the class list stay as they are, so a model trained on a
+        subset has a row for every class of the data set. Names match case-insensitively."""
+        index = {c.lower(): i for i, c in enumerate(self.classes)}
+
+        def ids(names: list[str]) -> list[int]:
+            unknown = [n for n in names if n.lower() not in index]
+            if unknown:
+                raise DataError(f"{self.name} has no class {unknown[0]!r}; its classes: {', '.join(self.classes)}")
+            return [index[n.lower()] for n in names]
+
+        keep = torch.ones(len(self), dtype=torch.bool)
+        if only is not None:
+            keep &= torch.isin(self.labels, torch.tensor(ids(only), dtype=self.labels.dtype))
+        if drop is not None:
+            keep &= ~torch.isin(self.labels, torch.tensor(ids(drop), dtype=self.labels.dtype))
+        chosen = keep.nonzero().flatten()[:limit]
+        if len(chosen) == 0:
+            raise DataError(f"{self.name}: no images left after the class filters")
+        return ImageSet(self.name, self.images[chosen], self.labels[chosen], self.classes)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.images[i]), self.labels[i]

@@ -16,6 +16,7 @@ not with published FIDs.
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -108,3 +109,31 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int 
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.mean().item()
+
+
+# ---- residual noise: speckles ---------------------------------------------------------------
+
+def speckles(x: torch.Tensor, threshold: float = 0.1, flat: float = 0.1, data_range: float = 2.0) -> torch.Tensor:
+    """Speckles per image: pixels of a flat region that stand out from it. x: (B, C, H, W) -> (B,).
+
+    The 3×3 median filter removes isolated pixels and keeps edges, so its output m is the image
+    without speckles. A pixel is in a flat region when m varies by less than `flat` of the data
+    range over the 5×5 window around it (away from every edge), and is a speckle when it differs
+    from m by more than `threshold` of the range (in any channel). Of 2,000 real glyphs, 99% have
+    none (the most has 3); 99% of Fashion-MNIST's have at most 16 (woven and printed texture);
+    residual sampling noise on a plain background lights many. Borders are padded by replication."""
+    B, C, H, W = x.shape
+    x = x.float()
+    windows = F.unfold(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3).reshape(B, C, 9, H, W)
+    m = windows.median(dim=2).values                                    # (B, C, H, W) median-filtered
+    local_range = F.max_pool2d(m, 5, 1, 2) + F.max_pool2d(-m, 5, 1, 2)  # max − min over 5×5
+    in_flat = local_range < flat * data_range
+    outlier = ((x - m).abs() > threshold * data_range) & in_flat
+    return outlier.any(dim=1).flatten(1).sum(1)
+
+
+def grainy_fraction(samples: torch.Tensor, real: torch.Tensor, quantile: float = 0.99, **speckle_kw) -> float:
+    """Share of samples with more speckles than `quantile` of the real images have (on glyphs:
+    any). Real images from the same data score at most 1 − quantile."""
+    limit = torch.quantile(speckles(real, **speckle_kw).double(), quantile)
+    return (speckles(samples, **speckle_kw) > limit).double().mean().item()
