@@ -134,7 +134,7 @@ def test_gan_samples_filtered_samples_and_a_walk(pipes):
 
 
 @pytest.mark.parametrize("script,name,args", [
-    ("train_ddpm.py", "ddpm", ["--steps", "8", "--warmup", "2", "--sample-steps", "2"]),
+    ("train_ddpm.py", "ddpm", ["--steps", "8", "--warmup", "2", "--sample-steps", "2", "--prediction", "eps"]),
     ("train_ddpm.py", "v", ["--steps", "8", "--warmup", "2", "--sample-steps", "2", "--dataset", "shapes",
                             "--image-size", "16", "--prediction", "v", "--T", "200", "--schedule", "cosine"]),
     ("train_gan.py", "gan", ["--steps", "8"]),
