@@ -11,6 +11,7 @@ from minigen.evaluation.metrics import (
     grainy_fraction,
     inception_score,
     precision_recall,
+    speckle_limit,
     speckles,
 )
 
@@ -109,7 +110,10 @@ def test_speckles_count_isolated_pixels_and_not_edges():
 
 
 def test_grainy_fraction_against_real_images():
-    """Real images all clean (quantile 0): any speckle makes a sample grainy."""
+    """Real images all clean: the limit is 0 and any speckle makes a sample grainy; with a limit
+    of 2, only the sample with 7 speckles is grainy."""
     real = torch.stack([_drawing_with_dots(0)] * 10)
     samples = torch.stack([_drawing_with_dots(k) for k in (0, 0, 0, 2, 7)])
-    assert grainy_fraction(samples, real) == pytest.approx(2 / 5)
+    assert speckle_limit(real) == 0
+    assert grainy_fraction(samples, speckle_limit(real)) == pytest.approx(2 / 5)
+    assert grainy_fraction(samples, 2) == pytest.approx(1 / 5)

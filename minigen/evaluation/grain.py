@@ -27,13 +27,9 @@ from ..cli import Parser, at_least, number, run
 from ..data import train_and_test
 from ..diffusion import SamplerConfig
 from ..errors import MinigenError
-from .metrics import speckles
+from .metrics import grainy_fraction, speckle_limit, speckles
 
 NOISE_LEVELS = (9, 19, 49, 99, 199, 399, 699)     # timesteps of table 3 (T = 1000 chains)
-
-
-def grainy(x: torch.Tensor, limit: float) -> float:
-    return (speckles(x) > limit).double().mean().item()
 
 
 def sampling_table(pipe, labels, noise, limit, args):
@@ -54,7 +50,7 @@ def sampling_table(pipe, labels, noise, limit, args):
 
         def record(t_prev, x_t, x0):
             t = next(starts)
-            chain.append((t, sigma(t), grainy(x0.cpu(), limit)))
+            chain.append((t, sigma(t), grainy_fraction(x0.cpu(), limit)))
 
         x = sampler.sample(pipe.denoiser(**denoise), noise, cond=pipe.condition(labels), progress=False,
                            callback=record if not rows else None)
@@ -79,7 +75,7 @@ def denoising_table(pipe, test, limit, args) -> list[tuple[int, float, float, fl
         d = denoiser(pipe.diffusion.q_sample(x0, bt, eps), t, **pipe.condition(y))
         ab = pipe.diffusion.alpha_bar_at(t)
         rows.append((t, ((1 - ab) / ab) ** 0.5, (d.x0 - x0).pow(2).mean().item(), (d.eps - eps).pow(2).mean().item(),
-                     (d.eps.norm() / eps.norm()).item(), grainy(d.x0.clamp(-1, 1).cpu(), limit)))
+                     (d.eps.norm() / eps.norm()).item(), grainy_fraction(d.x0.clamp(-1, 1).cpu(), limit)))
     return rows
 
 
@@ -107,7 +103,7 @@ def main(argv=None) -> int:
         train, test = train_and_test(data["dataset"], root=data["data_root"], size=data["image_size"],
                                      channels=data["channels"])
         real = train.batch(torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:2000])[0]
-        limit = torch.quantile(speckles(real).double(), 0.99).item()
+        limit = speckle_limit(real)
         K = max(pipe.num_classes, 1)
         labels = torch.arange(args.n) % K
         noise = pipe.noise(args.n, torch.Generator(device=pipe.device).manual_seed(args.seed))
