@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
-from minigen.cli import Parser, at_least, interval, non_negative, number, run, writable_folder
+from minigen.cli import Parser, at_least, between, interval, non_negative, number, run, writable_folder
 from minigen.data import DataConfig, to_float, train_and_test
 from minigen.data.readers import read_samples
 from minigen.device import pick_device, seed_everything
@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
     p.add_argument("--guidance-interval", type=interval, default=None, metavar="LOW,HIGH",
                    help="guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 (Kynkäänniemi et al. 2024)")
+    p.add_argument("--guidance-rescale", type=number(float, between(0, 1)), default=0.0, metavar="PHI",
+                   help="rescaled guidance with weight PHI, e.g. 0.7 (Lin et al. 2024; default: 0, off)")
     p.add_argument("--ddpm-steps", type=number(int, non_negative), default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
     p.add_argument("--ddpm-n", type=number(int, at_least(1)), default=None,
                    help="samples in the ancestral DDPM row, which is 20-100x slower than the others (default: -n)")
@@ -200,10 +202,12 @@ def main(argv=None) -> int:
             m = (args.ddpm_n or n) if sampler == "ddpm" else n
             generator = torch.Generator(device=device).manual_seed(args.seed)
             start = time.perf_counter()
-            x = SamplerConfig(sampler, steps).sample(pipe.denoiser(w, sigma_interval=args.guidance_interval),
+            x = SamplerConfig(sampler, steps).sample(pipe.denoiser(w, sigma_interval=args.guidance_interval,
+                                                                   rescale=args.guidance_rescale),
                                                      pipe.noise(m, generator),
                                                      cond=pipe.condition(labels[:m]), generator=generator)
             where = f" at σ in ({args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]" if args.guidance_interval else ""
+            where += f", rescaled φ={args.guidance_rescale:g}" if args.guidance_rescale else ""
             measure(f"{sampler.upper()} {steps} steps, w={w:g}{where}", x.cpu(), labels[:m], time.perf_counter() - start)
 
     # ---- samples from any model, from files ----------------------------------------------------

@@ -42,7 +42,8 @@ from minigen.interpolation import slerp
 
 KINDS = ("ddpm", "gan")
 # Flags only a diffusion checkpoint uses (their defaults are None/False so that giving one is seen).
-DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "negative_class",
+DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "guidance_rescale",
+                   "negative_class",
                    "no_clip", "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert", "classifier",
                    "color_target")
 
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=number(float), default=None, help="classifier-free guidance scale w; 1 = none (default: 3)")
     p.add_argument("--guidance-interval", type=interval, default=None, metavar="LOW,HIGH",
                    help="guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 (Kynkäänniemi et al. 2024)")
+    p.add_argument("--guidance-rescale", type=number(float, between(0, 1)), default=None, metavar="PHI",
+                   help="rescaled guidance: bring the guided output back to the conditional one's std, mixed "
+                        "in with weight PHI, e.g. 0.7 (Lin et al. 2024) (default: 0, off)")
     p.add_argument("--class", dest="class_", type=number(int, at_least(0)), default=None,
                    help="generate this class only (default: a row per class)")
     p.add_argument("--negative-class", type=number(int, at_least(0)), default=None,
@@ -143,7 +147,7 @@ def make_denoiser(args, pipe, labels, net):
     if args.negative_class is not None:
         negative = pipe.condition(torch.full((len(labels),), args.negative_class))
     denoiser = pipe.denoiser(args.guidance if args.guidance is not None else 3.0, negative, network=net,
-                             sigma_interval=args.guidance_interval)
+                             sigma_interval=args.guidance_interval, rescale=args.guidance_rescale or 0.0)
     if args.color_target:
         try:
             rgb = [float(v) for v in args.color_target.split(",")]

@@ -60,11 +60,12 @@ class DiffusionPipeline(Pipeline):
         return {"y": labels.to(self.device)} if self.num_classes and labels is not None else {}
 
     def denoiser(self, guidance: float = 1.0, negative: dict | None = None, network=None,
-                 sigma_interval: tuple[float, float] | None = None) -> Denoiser:
+                 sigma_interval: tuple[float, float] | None = None, rescale: float = 0.0) -> Denoiser:
         """The network (or a compiled `network` of the same weights) as a denoiser, with
         classifier-free guidance at scale w when the model is conditional and w ≠ 1 or a
         negative condition is given; only where the noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) lies in
-        (σ_low, σ_high] when `sigma_interval` is given (Kynkäänniemi et al. 2024)."""
+        (σ_low, σ_high] when `sigma_interval` is given (Kynkäänniemi et al. 2024); rescaled by
+        φ = `rescale` (Lin et al. 2024)."""
         network = self.network if network is None else network
         if self.num_classes and (guidance != 1.0 or negative is not None):
             interval = None
@@ -72,7 +73,7 @@ class DiffusionPipeline(Pipeline):
                 sigma = ((1 - self.diffusion.alpha_bar) / self.diffusion.alpha_bar).sqrt().cpu()   # rises with t
                 inside = ((sigma > sigma_interval[0]) & (sigma <= sigma_interval[1])).nonzero().flatten()
                 interval = (int(inside[0]), int(inside[-1])) if len(inside) else (1, 0)             # (1, 0): never
-            network = ClassifierFreeGuidance(network, guidance, negative, interval)
+            network = ClassifierFreeGuidance(network, guidance, negative, interval, rescale)
         return Denoiser(self.diffusion, network)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -75,6 +75,7 @@ BAD = [
     ("sample.py", ["--eta", "2"], "--eta"),
     ("sample.py", ["--guidance-interval", "5,1"], "--guidance-interval"),
     ("sample.py", ["--guidance-interval", "1"], "--guidance-interval"),
+    ("sample.py", ["--guidance-rescale", "1.5"], "--guidance-rescale"),
     ("sample.py", ["--dynamic-threshold", "0"], "--dynamic-threshold"),
     ("sample.py", ["--min-d-prob", "2"], "--min-d-prob"),
     ("sample.py", ["--interpolate", "1"], "--interpolate"),

@@ -215,6 +215,21 @@ def test_guidance_in_a_limited_interval_is_the_conditional_model_outside_it():
     assert out[:, 0, 0, 0].tolist() == [3.0, -4.0, -4.0, 3.0]
 
 
+def test_rescaled_guidance_in_closed_form():
+    """Lin et al. 2024, Eq. 15-16. With a null output of 0 and a conditional output A, w = 3
+    gives 3A, whose std is 3·std(A); rescaled to std(A) it is A again, so φ = 0.7 gives
+    0.7·A + 0.3·3A = 1.6·A, φ = 1 gives A, φ = 0 plain guidance 3A. Each image on its own."""
+    A = torch.stack([torch.linspace(-1, 2, 8), torch.linspace(0, 5, 8) ** 2]).view(2, 2, 2, 2)  # two images
+
+    def model(x, t, y):                                     # the batch is (conditional, null): A for y = 1, else 0
+        return torch.cat([A, A]) * (y == 1).view(-1, 1, 1, 1)
+    model.null_condition = lambda y: {"y": torch.zeros_like(y)}
+    x, t, y = torch.zeros(2, 2, 2, 2), torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    for phi, factor in ((0.0, 3.0), (0.7, 1.6), (1.0, 1.0)):
+        out = ClassifierFreeGuidance(model, 3.0, rescale=phi)(x, t, y=y)
+        assert torch.allclose(out, factor * A, atol=1e-5), phi
+
+
 def test_the_sigma_interval_becomes_the_timesteps_whose_noise_level_lies_in_it():
     """σ_t = √((1 − ᾱ_t)/ᾱ_t) rises with t; the pipeline guides exactly where σ_t ∈ (σ_low, σ_high]."""
     from minigen.models.unet import UNet, preset

@@ -7,6 +7,8 @@ Papers:
     Saharia et al. 2022, Imagen, arXiv:2205.11487, §2.3 (dynamic thresholding)
     Kynkäänniemi et al. 2024, Applying Guidance in a Limited Interval Improves Sample and
         Distribution Quality in Diffusion Models, arXiv:2404.07724 (guidance only at middle noise levels)
+    Lin et al. 2024, Common Diffusion Noise Schedules and Sample Steps are Flawed,
+        arXiv:2305.08891, §3.4 (rescaled classifier-free guidance)
 
 A denoiser is called as `denoiser(x_t, t, **cond)` with one timestep t for the whole batch and
 returns `Denoised(x_t, x0, eps)`: its estimates x̂_0 and ε̂ for the point x_t. What the network
@@ -57,10 +59,18 @@ class ClassifierFreeGuidance:
 
     With `interval` = (t_low, t_high), guidance applies only at those timesteps and w = 1 (the
     conditional model alone) elsewhere (Kynkäänniemi et al. 2024: guidance at high noise costs
-    diversity, at low noise it does little)."""
+    diversity, at low noise it does little).
 
-    def __init__(self, network, scale: float, negative: dict | None = None, interval: tuple[int, int] | None = None):
+    With `rescale` = φ > 0, the guided output is brought back to the conditional output's
+    standard deviation (over each image) and mixed with it (Lin et al. 2024, Eq. 15-16):
+        out_r = out · std(out_c)/std(out),   out ← φ·out_r + (1 − φ)·out
+    Large w inflates the output's scale, which over-exposes images; φ = 0.7 is their choice.
+    Like w, it acts on the raw outputs, whatever the network predicts."""
+
+    def __init__(self, network, scale: float, negative: dict | None = None, interval: tuple[int, int] | None = None,
+                 rescale: float = 0.0):
         self.network, self.scale, self.negative, self.interval = network, scale, negative, interval
+        self.rescale = rescale
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         uncond = self.negative if self.negative is not None else self.network.null_condition(**cond)
@@ -71,7 +81,12 @@ class ClassifierFreeGuidance:
         if self.interval is not None:                                      # on the device: no host read of t
             inside = (t >= self.interval[0]) & (t <= self.interval[1])     # (B,)
             w = torch.where(inside, self.scale, 1.0).to(out.dtype).reshape(-1, *([1] * (out.dim() - 1)))
-        return uncond_out + w * (cond_out - uncond_out)
+        guided = uncond_out + w * (cond_out - uncond_out)
+        if self.rescale:
+            dims = tuple(range(1, out.dim()))                              # each image's (C, H, W)
+            rescaled = guided * cond_out.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+            guided = self.rescale * rescaled + (1 - self.rescale) * guided
+        return guided
 
 
 class LossGuidance:
