@@ -43,9 +43,8 @@ from minigen.interpolation import slerp
 KINDS = ("ddpm", "gan")
 # Flags only a diffusion checkpoint uses (their defaults are None/False so that giving one is seen).
 DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "guidance_rescale",
-                   "negative_class",
-                   "no_clip", "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert", "classifier",
-                   "color_target")
+                   "negative_class", "no_clip", "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert",
+                   "classifier", "color_target")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,10 +14,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (clamped), on the CPU: pixel = (x + 1)·127.5."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_pil(x: torch.Tensor, scale: int = 1) -> Image.Image:
     """One image (C, H, W) in [-1, 1] -> a Pillow image, scaled up `scale` times."""
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    arr = arr.permute(1, 2, 0).numpy()                                     # (C, H, W) -> (H, W, C)
+    arr = to_uint8(x).permute(1, 2, 0).numpy()                                     # (C, H, W) -> (H, W, C)
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode="L" if arr.shape[2] == 1 else "RGB")
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
 
@@ -132,8 +136,7 @@ def line_chart(panels: list[tuple[str, dict[str, list[float]]]], path: str | Pat
 def save_npz(x: torch.Tensor, path: str | Path, labels: torch.Tensor | None = None) -> Path:
     """Samples (N, C, H, W) in [-1, 1] as uint8 `images` (N, H, W, C), the layout evaluation tools
     read, with their class `labels` (N,) when given; written atomically."""
-    images = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    arrays = {"images": images.permute(0, 2, 3, 1).numpy()}                # (N, C, H, W) -> (N, H, W, C)
+    arrays = {"images": to_uint8(x).permute(0, 2, 3, 1).numpy()}                # (N, C, H, W) -> (N, H, W, C)
     if labels is not None:
         arrays["labels"] = labels.detach().cpu().long().numpy()
     path = Path(path)

@@ -70,7 +70,7 @@ class DiffusionPipeline(Pipeline):
         if self.num_classes and (guidance != 1.0 or negative is not None):
             interval = None
             if sigma_interval is not None:
-                sigma = ((1 - self.diffusion.alpha_bar) / self.diffusion.alpha_bar).sqrt().cpu()   # rises with t
+                sigma = self.diffusion.sigma.cpu()                                                  # rises with t
                 inside = ((sigma > sigma_interval[0]) & (sigma <= sigma_interval[1])).nonzero().flatten()
                 interval = (int(inside[0]), int(inside[-1])) if len(inside) else (1, 0)             # (1, 0): never
             network = ClassifierFreeGuidance(network, guidance, negative, interval, rescale)

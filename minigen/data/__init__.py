@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..cli import at_least, setting
 from ..errors import DataError
+from ..images import to_uint8  # noqa: F401  (the inverse of to_float, kept beside it for readers)
 from . import readers
 from .download import download
 from .registry import DOWNLOADABLE, NAMES, REGISTRY, folder_path
@@ -123,11 +124,6 @@ class ImageSet:
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1]."""
     return images.float() / 127.5 - 1.0
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 @functools.lru_cache(maxsize=2)

@@ -46,7 +46,7 @@ class Diffusion:
     """
 
     TABLES = ("betas", "alphas", "alpha_bar", "alpha_bar_prev", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar",
-              "posterior_variance", "posterior_mean_coef1", "posterior_mean_coef2", "snr")
+              "posterior_variance", "posterior_mean_coef1", "posterior_mean_coef2", "snr", "sigma")
 
     def __init__(self, betas: torch.Tensor, prediction: str = "eps"):
         if prediction not in PREDICTIONS:
@@ -68,6 +68,7 @@ class Diffusion:
         self.posterior_mean_coef1 = betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)             # of x_0
         self.posterior_mean_coef2 = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)  # of x_t
         self.snr = self.alpha_bar / (1 - self.alpha_bar)                     # SNR(t) = ᾱ_t / (1 − ᾱ_t)
+        self.sigma = self.snr.rsqrt()      # σ_t = √((1 − ᾱ_t)/ᾱ_t): the noise level of x_t/√ᾱ_t (Karras et al. 2022)
         self._alpha_bar_host = self.alpha_bar.tolist()                       # Python floats, for the samplers
 
     def to(self, device) -> "Diffusion":

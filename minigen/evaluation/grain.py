@@ -44,13 +44,12 @@ def sampling_table(pipe, labels, noise, limit, args):
         (f"DDIM {steps}, w = {w:g}, x̂_0 not clipped", SamplerConfig("ddim", steps, clip_x0=False), {"guidance": w}),
     ]
     rows, chain = [], []
-    sigma = lambda t: ((1 - pipe.diffusion.alpha_bar_at(t)) / pipe.diffusion.alpha_bar_at(t)) ** 0.5
     for name, sampler, denoise in settings:
         starts = iter(sampler.timesteps(pipe.diffusion))    # x̂_0 of each step is predicted at its start t
 
         def record(t_prev, x_t, x0):
             t = next(starts)
-            chain.append((t, sigma(t), grainy_fraction(x0.cpu(), limit)))
+            chain.append((t, pipe.diffusion.sigma[t].item(), grainy_fraction(x0.cpu(), limit)))
 
         x = sampler.sample(pipe.denoiser(**denoise), noise, cond=pipe.condition(labels), progress=False,
                            callback=record if not rows else None)
@@ -73,8 +72,7 @@ def denoising_table(pipe, test, limit, args) -> list[tuple[int, float, float, fl
         eps = torch.randn(x0.shape, generator=g).to(pipe.device)
         bt = pipe.diffusion.batch_t(t, x0)
         d = denoiser(pipe.diffusion.q_sample(x0, bt, eps), t, **pipe.condition(y))
-        ab = pipe.diffusion.alpha_bar_at(t)
-        rows.append((t, ((1 - ab) / ab) ** 0.5, (d.x0 - x0).pow(2).mean().item(), (d.eps - eps).pow(2).mean().item(),
+        rows.append((t, pipe.diffusion.sigma[t].item(), (d.x0 - x0).pow(2).mean().item(), (d.eps - eps).pow(2).mean().item(),
                      (d.eps.norm() / eps.norm()).item(), grainy_fraction(d.x0.clamp(-1, 1).cpu(), limit)))
     return rows
 
