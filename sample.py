@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--color-scale", type=number(float), default=None, help="strength of the colour guidance (default: 20)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network with frozen weights (the per-step call, not the loop)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="CUDA only: compile the per-step network call and replay it as a CUDA graph "
+                        "(mode reduce-overhead); 3.6x eager DDIM on an H200 (README, Performance)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -270,7 +273,12 @@ def main(argv=None) -> int:
     # folds them into the graph and pre-packs convolution weights for oneDNN. Only the per-step
     # network call is compiled; the sampling loop stays Python (README, Performance).
     model = pipe.generator if pipe.kind == "gan" else pipe.network
-    net = torch.compile(model, options={"freezing": True}) if args.compile else model
+    # With --cuda-graphs the call is captured once as a CUDA graph and replayed: one launch per
+    # step instead of hundreds, which is what a small network at a small batch waits on.
+    if args.cuda_graphs and device.type != "cuda":
+        raise MinigenError("--cuda-graphs: replays CUDA kernels; it needs a CUDA device")
+    net = (torch.compile(model, mode="reduce-overhead") if args.cuda_graphs
+           else torch.compile(model, options={"freezing": True}) if args.compile else model)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     start = time.perf_counter()
     frames = Frames() if args.strip or args.gif else None
@@ -316,7 +324,7 @@ def main(argv=None) -> int:
     if args.gif:
         print(f"wrote {save_gif([frames.x_t[i] for i in frames.picks(40)], out.with_suffix('.gif'))}")
     print(f"{method}: {n} images in {seconds:.2f}s ({n / seconds:.1f} images/s, {seconds / n:.4f} s/image"
-          + (", including the compilation" if args.compile else "") + ")")
+          + (", including the compilation" if args.compile or args.cuda_graphs else "") + ")")
 
     # ---- a walk between two latents -----------------------------------------------------------
     if args.interpolate:

@@ -68,6 +68,8 @@ class TrainConfig(DataConfig, RunConfig):
     out: str = setting("runs/ddpm", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
     compile: bool = setting(False, "torch.compile the model for training (the plain module is what gets saved)",
                             runtime=True)
+    cuda_graphs: bool = setting(False, "with --compile on CUDA: replay the compiled forward and backward as CUDA "
+                                       "graphs (mode reduce-overhead; README, Performance)", runtime=True)
     channels_last: bool = setting(True, "keep activations in NHWC memory layout (faster convolutions on CPU and GPU)",
                                   runtime=True)
     amp: bool = setting(False, "bf16 autocast (CUDA only)", runtime=True)
@@ -116,6 +118,8 @@ def main(argv=None) -> int:
     cfg, device, say = run_.cfg, run_.device, run_.say
     if cfg.sample_steps > cfg.T:
         raise MinigenError(f"--sample-steps {cfg.sample_steps}: must be at most --T {cfg.T}")
+    if cfg.cuda_graphs and (device.type != "cuda" or not cfg.compile):
+        raise MinigenError("--cuda-graphs: replays compiled CUDA kernels; it needs --compile and a CUDA device")
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
     pipe = DiffusionPipeline(ema.model, diffusion, list(data.classes))           # samples come from the EMA weights
 
     net = run_.wrap(model)
-    net = torch.compile(net) if cfg.compile else net
+    net = torch.compile(net, mode="reduce-overhead" if cfg.cuda_graphs else "default") if cfg.compile else net
     if run_.main and start == 0:
         frames, ts = diffusion.forward_strip(data.batch(torch.tensor([0]))[0][0], frames=10, generator=g)
         say(f"wrote {save_strip(frames, run_.out / 'forward.png', captions=[frame_caption(t) for t in ts])} "
@@ -170,6 +174,8 @@ def main(argv=None) -> int:
             x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world),
                                flip=cfg.flip)
             batch = x0.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
+            if cfg.cuda_graphs:                   # a new iteration: the last step's graph outputs are done with
+                torch.compiler.cudagraph_mark_step_begin()
             loss, grad_norm = train_step(model, net, diffusion, optimizer, ema, batch, cfg)
             scheduler.step()
             run_.check_finite("try a lower --lr", loss=loss)

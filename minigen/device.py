@@ -17,12 +17,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def allow_tf32() -> None:
+    """fp32 matrix products and convolutions on a CUDA GPU's tensor cores as TF32 (fp32's range,
+    a 10-bit mantissa, as bf16 has 7). PyTorch does this for convolutions already, not for
+    matmuls (attention, linear layers). Measured on an H200 (README, Performance): the cifar
+    U-Net's eager training step at 1764 images/s with TF32 against 717 in full fp32."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+
 def pick_device(requested: str | None = None) -> tuple[torch.device, str]:
     """Return (device, reason). Preference: cuda > mps > cpu, unless `requested` names one.
+    On CUDA, fp32 runs as TF32 (`allow_tf32`).
 
     The reason is a short sentence for the start-up banner, e.g.
     "cpu: no CUDA or MPS device found (2 threads)".
     """
+    device, reason = _choose(requested)
+    if device.type == "cuda":
+        allow_tf32()
+    return device, reason
+
+
+def _choose(requested: str | None) -> tuple[torch.device, str]:
     if requested:
         try:
             device = torch.device(requested)

@@ -54,6 +54,8 @@ BAD = [
     ("train_ddpm.py", ["--preset", "huge"], "--preset"),
     ("train_ddpm.py", ["--device", "bogus"], "--device"),
     ("train_ddpm.py", ["--dataset", "folder:/no/such/folder", "--image-size", "8"], "no such folder"),
+    ("train_ddpm.py", ["--cuda-graphs"], "--cuda-graphs"),                 # needs --compile and CUDA
+    ("train_ddpm.py", ["--cuda-graphs", "--compile"], "--cuda-graphs"),    # CUDA (tests run on a CPU)
     ("train_gan.py", ["--real-label", "5"], "--real-label"),
     ("train_gan.py", ["--real-label", "0"], "--real-label"),
     ("train_gan.py", ["--flip-prob", "-0.1"], "--flip-prob"),
@@ -87,6 +89,7 @@ BAD = [
     ("sample.py", ["--classifier", str(OLD / "ddpm.pt")], "'ddpm' checkpoint"),
     ("sample.py", ["--ckpt", str(OLD / "v.pt"), "--classifier", str(OLD / "vit.pt")], "--classifier"),
     ("sample.py", ["--device", "bogus"], "--device"),
+    ("sample.py", ["--cuda-graphs"], "--cuda-graphs"),
     ("evaluate.py", ["-n", "5"], "-n"),
     ("evaluate.py", ["--ddim-steps", "0"], "--ddim-steps"),
     ("evaluate.py", ["--ddim-steps", "10,x"], "--ddim-steps"),

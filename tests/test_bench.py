@@ -63,3 +63,24 @@ def test_median_times_takes_turns():
     medians = bench.median_times(fns, torch.device("cpu"), repeats=3, warmup=1)
     assert calls == ["a", "b", "c"] * 4
     assert len(medians) == 3 and all(m >= 0 for m in medians)
+
+
+def test_each_training_row_is_held_against_the_peak_of_its_arithmetic():
+    """bf16 rows against the bf16 matmul peak, TF32 rows against TF32's, the rest against fp32's;
+    the better of the two peak measurements counts."""
+    machine = {"peak_fp32_tflops": 50.0, "peak_tf32_tflops": 400.0, "peak_bf16_tflops": 700.0}
+    rows = [{"section": "train", "tflops": 20.0, "amp": False, "tf32": False},
+            {"section": "train", "tflops": 20.0, "amp": False, "tf32": True},
+            {"section": "train", "tflops": 20.0, "amp": True, "tf32": False},
+            {"section": "sampling"}]
+    bench.finish(rows, machine, {"peak_fp32_tflops": 40.0, "peak_tf32_tflops": 500.0, "peak_bf16_tflops": 800.0})
+    assert machine == {"peak_fp32_tflops": 50.0, "peak_tf32_tflops": 500.0, "peak_bf16_tflops": 800.0}
+    assert [r.get("fraction_of_peak") for r in rows] == [20 / 50, 20 / 500, 20 / 800, None]
+    assert bench.other_settings({"mode": "reduce-overhead", "fused": True}) == "whole step, CUDA graphs, fused AdamW"
+    assert bench.other_settings({"mode": None, "tf32": True}) == "TF32"
+
+
+def test_the_gpu_table_asks_for_a_gpu(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--gpu", "--device", "cpu"])
+    assert exit_.value.code == 2 and "--gpu needs a CUDA device" in capsys.readouterr().err
