@@ -2,8 +2,8 @@
 
     python evaluate.py --judge runs/vit/last.pt --gan runs/gan/last.pt --ddpm runs/ddpm/last.pt
 
-For each generator (the GAN; the diffusion model with DDPM 1000 steps and DDIM 50 and 10
-steps, at each --guidance scale) it draws -n class-balanced samples with a fixed seed and
+For each generator (the GAN; the diffusion model with DDPM 1000 steps, DDIM 50 and 10 steps
+and DPM-Solver++ at --dpm-steps, at each --guidance scale) it draws -n class-balanced samples with a fixed seed and
 reports, judged by the tiny ViT trained on the real data (train_vit.py):
 
     FD         Fréchet distance between the judge's features of the samples and of real
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-classes", default=None, metavar="NAMES",
                    help="comma-separated class names left out of the samples and of the real images")
     p.add_argument("-n", type=number(int, at_least(10)), default=200, help="samples per row (default: 200)")
-    p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM rows (default: 1,3)")
+    p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM and DPM-Solver++ rows (default: 1,3)")
     p.add_argument("--guidance-interval", type=interval, default=None, metavar="LOW,HIGH",
                    help="guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 (Kynkäänniemi et al. 2024)")
     p.add_argument("--guidance-rescale", type=number(float, between(0, 1)), default=0.0, metavar="PHI",
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddpm-n", type=number(int, at_least(1)), default=None,
                    help="samples in the ancestral DDPM row, which is 20-100x slower than the others (default: -n)")
     p.add_argument("--ddim-steps", type=numbers(int, at_least(1)), default=[50, 10], help="comma-separated DDIM step counts (default: 50,10)")
+    p.add_argument("--dpm-steps", type=numbers(int, at_least(1)), default=[],
+                   help="comma-separated DPM-Solver++(2M) step counts, e.g. 5,10,20 (default: none)")
     p.add_argument("--cas-steps", type=number(int, at_least(1)), default=300, help="training steps of the CAS classifier (default: 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default: 0)")
     p.add_argument("--out", default="runs/eval", help="folder for trilemma.json and trilemma.md (default: runs/eval)")
@@ -130,6 +132,7 @@ def main(argv=None) -> int:
     if pipe is not None:
         runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
         runs += [("ddim", steps, w) for steps in args.ddim_steps for w in args.guidance]
+        runs += [("dpm++", steps, w) for steps in args.dpm_steps for w in args.guidance]
         too_many = [steps for _, steps, _ in runs if steps > pipe.diffusion.T]
         if too_many:
             raise MinigenError(f"{too_many[0]} steps: more than the model's T = {pipe.diffusion.T}")
@@ -208,7 +211,8 @@ def main(argv=None) -> int:
                                                      cond=pipe.condition(labels[:m]), generator=generator)
             where = f" at σ in ({args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]" if args.guidance_interval else ""
             where += f", rescaled φ={args.guidance_rescale:g}" if args.guidance_rescale else ""
-            measure(f"{sampler.upper()} {steps} steps, w={w:g}{where}", x.cpu(), labels[:m], time.perf_counter() - start)
+            name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++"}[sampler]
+            measure(f"{name} {steps} steps, w={w:g}{where}", x.cpu(), labels[:m], time.perf_counter() - start)
 
     # ---- samples from any model, from files ----------------------------------------------------
     for path, (images, file_labels) in samples.items():

@@ -3,6 +3,7 @@
     python sample.py --ckpt runs/ddpm/last.pt                       # a grid, one row per class
     python sample.py --ckpt runs/ddpm/last.pt --class 7 -n 16       # sixteen 7s
     python sample.py --ckpt runs/ddpm/last.pt --sampler ddpm --steps 1000 --guidance 1
+    python sample.py --ckpt runs/ddpm/last.pt --sampler dpm++ --steps 10      # DPM-Solver++(2M): few steps
     python sample.py --ckpt runs/ddpm/last.pt --class 8 --negative-class 3 --guidance 4
     python sample.py --ckpt runs/ddpm/last.pt --strip --gif         # the reverse process, as a strip and a GIF
     python sample.py --ckpt runs/gan/last.pt --min-d-prob 0.7       # GAN samples D scores as real
@@ -52,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     count = number(int, at_least(1))
     p.add_argument("--ckpt", required=True, help="checkpoint written by train_ddpm.py or train_gan.py")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="ancestral DDPM or DDIM (default: ddim; ddpm for --inpaint, as RePaint)")
+                   help="ancestral DDPM, DDIM, or DPM-Solver++(2M) (default: ddim; ddpm for --inpaint, as RePaint)")
     p.add_argument("--steps", type=count, default=None,
-                   help="network evaluations (default: 50 for ddim, T for ddpm, 100 for --inpaint)")
+                   help="network evaluations (default: 50 for ddim, 20 for dpm++, T for ddpm, 100 for --inpaint)")
     p.add_argument("--eta", type=number(float, between(0, 1)), default=None, help="DDIM noise: 0 deterministic, 1 DDPM-like (default: 0)")
     p.add_argument("--spacing", choices=SPACINGS, default=None, help="which timesteps to visit (default: trailing)")
     p.add_argument("--variance", choices=VARIANCES, default=None,
@@ -134,7 +135,8 @@ def check_flags(args, kind: str) -> None:
             raise MinigenError(f"{flag(name)} draws plain samples; it does not combine with --{editing[0]}")
     sampler = args.sampler or ("ddpm" if args.inpaint else "ddim")
     if args.eta is not None and sampler != "ddim":
-        raise MinigenError("--eta is DDIM's noise; the ddpm sampler has its own (see --variance)")
+        raise MinigenError(f"--eta is DDIM's noise; the {sampler} sampler "
+                           + ("has its own (see --variance)" if sampler == "ddpm" else "is deterministic"))
     if args.variance is not None and sampler != "ddpm":
         raise MinigenError("--variance is the ddpm sampler's; DDIM's noise is --eta")
 
@@ -287,7 +289,8 @@ def main(argv=None) -> int:
         method = "GAN" + (f", kept {n} of {drawn} draws with D(x) >= {args.min_d_prob}" if args.min_d_prob is not None else "")
     else:
         sampler_name = args.sampler or ("ddpm" if args.inpaint else "ddim")
-        steps = args.steps if args.steps is not None else (100 if args.inpaint else 50 if sampler_name == "ddim" else d.T)
+        default_steps = {"ddim": 50, "dpm++": 20, "ddpm": d.T}[sampler_name]   # dpm++: Lu et al.'s 15-20 for guided sampling
+        steps = args.steps if args.steps is not None else (100 if args.inpaint else default_steps)
         if not 1 <= steps <= d.T:
             raise MinigenError(f"--steps {steps}: must be between 1 and T = {d.T}")
         eta = args.eta if args.eta is not None else 0.0

@@ -90,6 +90,7 @@ BAD = [
     ("sample.py", ["--ckpt", str(OLD / "v.pt"), "--classifier", str(OLD / "vit.pt")], "--classifier"),
     ("sample.py", ["--device", "bogus"], "--device"),
     ("sample.py", ["--cuda-graphs"], "--cuda-graphs"),
+    ("sample.py", ["--sampler", "dpm++", "--eta", "0.5"], "--eta"),
     ("evaluate.py", ["-n", "5"], "-n"),
     ("evaluate.py", ["--ddim-steps", "0"], "--ddim-steps"),
     ("evaluate.py", ["--ddim-steps", "10,x"], "--ddim-steps"),

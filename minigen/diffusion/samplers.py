@@ -4,6 +4,7 @@ Papers:
     Ho, Jain & Abbeel 2020, DDPM, arXiv:2006.11239, Algorithm 2 (ancestral sampling)
     Song, Meng & Ermon 2021, DDIM, arXiv:2010.02502, Eq. 12
     Lugmayr et al. 2022, RePaint, arXiv:2201.09865 (timesteps that jump back up the chain)
+    Lu et al. 2022, DPM-Solver++, arXiv:2211.01095, Algorithm 2 (a second-order multistep step)
 
     x_T ~ N(0, I)
     for t, t_prev in the visited timesteps:
@@ -11,12 +12,13 @@ Papers:
         x_{t_prev} = μ(x_t, x̂_0, ε̂) + σ·z,   z ~ N(0, I), no noise on the last step
 
 `sample` is that loop and nothing more: the denoiser (with whatever guidance wraps it,
-guidance.py), the step (DDPM's or DDIM's, from process.py), the timesteps (any descending
+guidance.py), the step (DDPM's or DDIM's from process.py, or DPM-Solver++(2M) below), the timesteps (any descending
 list: respaced, or starting part-way down for SDEdit), a per-step projection (inpainting puts
 the known pixels back) and a callback (progress pictures) come in from outside, so a new
 sampler, a new kind of conditioning or a new edit adds no parameter here.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -25,20 +27,23 @@ from ..progress import progress_bar
 from .guidance import Thresholding
 from .process import Diffusion
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddpm", "ddim", "dpm++")
 VARIANCES = ("small", "large")
 
 
 def make_step(diffusion: Diffusion, sampler: str = "ddim", eta: float = 0.0, variance: str = "small"):
     """step(d: Denoised, t, t_prev) -> (mean, std) of p(x_{t_prev} | x_t).
     ddpm: the posterior q(x_{t_prev} | x_t, x̂_0) with σ² = β̃ ("small") or β ("large");
-    ddim: Song et al. Eq. 12 with η ∈ [0, 1] (η = 0 deterministic)."""
+    ddim: Song et al. Eq. 12 with η ∈ [0, 1] (η = 0 deterministic);
+    dpm++: DPM-Solver++(2M), deterministic, a new one per sampling run (it remembers the last step)."""
     if sampler == "ddpm":
         return lambda d, t, t_prev: diffusion.ddpm_step(d.x_t, d.x0, t, t_prev, variance)
     if sampler == "ddim":
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], not {eta}")
         return lambda d, t, t_prev: diffusion.ddim_step(d.x0, d.eps, t, t_prev, eta)
+    if sampler == "dpm++":
+        return DPMSolverPP(diffusion)
     raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
 
 
@@ -66,6 +71,42 @@ def sample(denoiser, x_T: torch.Tensor, timesteps: list[int], step, *, cond: dic
         if callback is not None:
             callback(t_prev, x, d.x0)
     return x
+
+
+class DPMSolverPP:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): the probability-flow ODE solved in
+    λ_t = log(α_t/σ_t), the half log-SNR, with α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t). Written for the
+    data prediction x̂_0 (whatever the network predicts, the denoiser gives x̂_0), the ODE is
+    linear in x and its linear part is integrated exactly; only x̂_0 is approximated:
+        h     = λ_{t_prev} − λ_t                                         (step size in λ)
+        x_prev = (σ_prev/σ_t)·x_t − α_prev·(e^{−h} − 1)·D                 (Algorithm 2)
+    with D = x̂_0 (first order: this is DDIM) on the first step, and afterwards the multistep
+    extrapolation of x̂_0 to the middle of the step from this step's and the last step's:
+        r = h_last/h,   D = (1 + 1/(2r))·x̂_0 − (1/(2r))·x̂_0,last
+    The last step lands on clean data (σ = 0, λ = ∞), where the update is x̂_0 itself (as in
+    DDIM; Lu et al. also take the last step at first order). A step that does not continue
+    where the last one ended (RePaint jumps back up) starts again at first order."""
+
+    def __init__(self, diffusion: Diffusion):
+        self.diffusion = diffusion
+        self.last = None                    # (t, t_prev, x̂_0) of the previous step
+
+    def lam(self, t: int) -> float:
+        ab = self.diffusion.alpha_bar_at(t)
+        return 0.5 * math.log(ab / (1 - ab))                          # λ_t = log(α_t/σ_t)
+
+    def __call__(self, d, t: int, t_prev: int) -> tuple[torch.Tensor, float]:
+        last, self.last = self.last, (t, t_prev, d.x0)
+        if t_prev < 0:
+            return d.x0, 0.0
+        ab, ab_prev = self.diffusion.alpha_bar_at(t), self.diffusion.alpha_bar_at(t_prev)
+        h = self.lam(t_prev) - self.lam(t)
+        D = d.x0
+        if last is not None and last[1] == t:                         # continues the previous step
+            r = (self.lam(t) - self.lam(last[0])) / h
+            D = (1 + 1 / (2 * r)) * d.x0 - (1 / (2 * r)) * last[2]
+        x_prev = ((1 - ab_prev) / (1 - ab)) ** 0.5 * d.x_t - ab_prev**0.5 * math.expm1(-h) * D
+        return x_prev, 0.0
 
 
 @dataclass
