@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="ancestral DDPM, DDIM, or DPM-Solver++(2M) (default: ddim; ddpm for --inpaint, as RePaint)")
     p.add_argument("--steps", type=count, default=None,
-                   help="network evaluations (default: 50 for ddim, 20 for dpm++, T for ddpm, 100 for --inpaint)")
+                   help="network evaluations (default: 50 for ddim, or a distilled student's own; 20 for dpm++; "
+                        "T for ddpm; 100 for --inpaint)")
     p.add_argument("--eta", type=number(float, between(0, 1)), default=None, help="DDIM noise: 0 deterministic, 1 DDPM-like (default: 0)")
     p.add_argument("--spacing", choices=SPACINGS, default=None, help="which timesteps to visit (default: trailing)")
     p.add_argument("--variance", choices=VARIANCES, default=None,
@@ -289,7 +290,8 @@ def main(argv=None) -> int:
         method = "GAN" + (f", kept {n} of {drawn} draws with D(x) >= {args.min_d_prob}" if args.min_d_prob is not None else "")
     else:
         sampler_name = args.sampler or ("ddpm" if args.inpaint else "ddim")
-        default_steps = {"ddim": 50, "dpm++": 20, "ddpm": d.T}[sampler_name]   # dpm++: Lu et al.'s 15-20 for guided sampling
+        # dpm++: Lu et al.'s 15-20 for guided sampling; a distilled student: the steps it learned (distill.py)
+        default_steps = {"ddim": pipe.distilled_steps or 50, "dpm++": 20, "ddpm": d.T}[sampler_name]
         steps = args.steps if args.steps is not None else (100 if args.inpaint else default_steps)
         if not 1 <= steps <= d.T:
             raise MinigenError(f"--steps {steps}: must be between 1 and T = {d.T}")

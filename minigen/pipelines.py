@@ -53,6 +53,7 @@ class DiffusionPipeline(Pipeline):
     classes: list[str] = field(default_factory=list)
     step: int = 0                       # training steps behind these weights
     data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
+    distilled_steps: int | None = None  # a distilled student: the DDIM steps it was trained to take (distil.py)
     kind = "ddpm"
 
     def condition(self, labels: torch.Tensor | None) -> dict:
@@ -159,12 +160,12 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
         raise CheckpointError(f"{path}: this is a {state['kind']!r} checkpoint, not a {' or '.join(map(repr, wanted))} one")
     classes, step = list(state["extra"].get("classes", [])), state["step"]
     train = state["extra"].get("train", {})
-    data = {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}
+    data = state["extra"].get("data") or {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}
     try:
         if state["kind"] == "ddpm":
             network = _ready(UNet(UNetConfig(**state["config"])), _weights(state), device)
             diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"])).to(device)
-            return DiffusionPipeline(network, diffusion, classes, step, data)
+            return DiffusionPipeline(network, diffusion, classes, step, data, state["extra"].get("distilled_steps"))
         if state["kind"] == "gan":
             config = DCGANConfig(**state["config"])
             G = _ready(Generator(config), _weights(state), device)

@@ -5,6 +5,7 @@
     guidance.py    the denoiser (x_t, t, **cond) -> x̂_0, ε̂, and the guidance wrapped around it
     samplers.py    the one sampling loop, SamplerConfig, frames for pictures
     editing.py     inpainting, SDEdit and inversion, made of the loop's pieces
+    distillation.py  progressive distillation's target and loss (a student halves the steps)
 """
 
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Denoised, Denoiser, LossGuidance, Thresholding

@@ -1,0 +1,160 @@
+"""Distil a trained diffusion model into a few-step student (progressive distillation,
+Salimans & Ho 2022), written out step by step.
+
+    python distill.py --teacher runs/ddpm/last.pt                          # 32 -> 16 -> ... -> 1 DDIM steps
+    python distill.py --teacher runs/fashion-v/last.pt --start-steps 16 --final-steps 2 --out runs/students
+    python sample.py --ckpt runs/distill/last.pt                           # samples in the student's steps
+    python distill.py --teacher runs/ddpm/last.pt --resume                 # continue after Ctrl-C
+
+Each round halves the steps: a student, starting from its teacher's weights, learns to take in
+one DDIM step what the teacher takes in two (minigen/diffusion/distillation.py has the target
+and the loss), then becomes the next round's teacher. The teacher must predict v or x_0: at one
+step from pure noise an ε-prediction gives no usable x̂_0 (Salimans & Ho §4).
+
+Guidance is applied to the student, not distilled in: the student learns the teacher's
+conditional and unconditional predictions (labels dropped with --cond-drop, as in training),
+so classifier-free guidance works on it as on the teacher (two passes per step).
+
+Writes into --out (default runs/distill): last.pt (the run in progress, for --resume), steps_N.pt
+at the end of each round (the N-step student, EMA weights, which sample.py and evaluate.py load
+like any diffusion checkpoint; sample.py takes N DDIM steps by default), samples_N.png (guided samples
+of that student from fixed noise, a row per class) and metrics.jsonl.
+"""
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from minigen import pipelines
+from minigen.cli import at_least, between, positive, run, setting
+from minigen.data import batch_indices, load_dataset
+from minigen.device import seed_everything
+from minigen.diffusion import SamplerConfig
+from minigen.diffusion.distillation import progressive_loss
+from minigen.errors import MinigenError
+from minigen.images import save_grid
+from minigen.models.unet import UNet
+from minigen.training.checkpoint import save_checkpoint
+from minigen.training.ema import EMA
+from minigen.training.finetune import restart_ema
+from minigen.training.lifecycle import Run, RunConfig
+
+
+@dataclass
+class DistillConfig(RunConfig):
+    teacher: str = setting(None, "the diffusion checkpoint to distil (v- or x0-prediction)")
+    start_steps: int = setting(32, "DDIM steps the teacher takes; the first student takes half", check=at_least(2))
+    final_steps: int = setting(1, "halve until the student takes this many", check=at_least(1))
+    steps_per_round: int = setting(250, "optimizer steps of each halving", check=at_least(1))
+    batch_size: int = setting(64, "images per step", check=at_least(1))
+    max_images: int | None = setting(None, "distil on the first N images of the teacher's data (default: all)",
+                                     check=at_least(1))
+    lr: float = setting(1e-4, "AdamW learning rate at the start of each round, decayed linearly to 0 "
+                              "(Salimans & Ho §5)", check=positive)
+    cond_drop: float = setting(0.1, "probability of the 'null' label, so guidance applies to the student",
+                               check=between(0, 1))
+    ema_decay: float = setting(0.999, "largest EMA decay (restarted each round); the next teacher and the saved "
+                                      "students are the EMA weights", check=between(0, 1))
+    guidance: float = setting(3.0, "classifier-free guidance w for the pictures of each round", runtime=True)
+    out: str = setting("runs/distill", "output folder", runtime=True)
+
+
+def rounds(cfg) -> list[int]:
+    """The students' step counts, one per round: start/2, start/4, ..., final."""
+    n, out = cfg.start_steps // 2, []
+    while n >= cfg.final_steps:
+        out.append(n)
+        n //= 2
+    return out
+
+
+def main(argv=None) -> int:
+    run_ = Run.from_command_line(DistillConfig, "ddpm", argv, description=__doc__)
+    cfg, device, say = run_.cfg, run_.device, run_.say
+    if cfg.teacher is None:
+        raise MinigenError("--teacher: name the diffusion checkpoint to distil")
+    halvings = math.log2(cfg.start_steps / cfg.final_steps)
+    if cfg.final_steps >= cfg.start_steps or halvings != int(halvings):
+        raise MinigenError(f"--start-steps {cfg.start_steps}: must be --final-steps {cfg.final_steps} times a power of 2")
+    seed_everything(cfg.seed)
+
+    # ---- the teacher, its data, and the student ----------------------------------------------
+    pipe = pipelines.load(cfg.teacher, device, kind="ddpm")
+    diffusion = pipe.diffusion
+    if diffusion.prediction == "eps":
+        raise MinigenError(f"--teacher {cfg.teacher}: predicts ε; distil a v- or x0-prediction model "
+                           "(train_ddpm.py --prediction v, the default)")
+    plan = rounds(cfg)
+    if plan[0] * 2 > diffusion.T:
+        raise MinigenError(f"--start-steps {cfg.start_steps}: more than the teacher's T = {diffusion.T}")
+    data = load_dataset(pipe.data["dataset"], "train", root=pipe.data["data_root"], size=pipe.data["image_size"],
+                        channels=pipe.data["channels"], n=cfg.max_images, seed=cfg.seed)
+    conditional = pipe.num_classes > 0
+    say(f"teacher: {cfg.teacher} (step {pipe.step}, predicts {diffusion.prediction}); data: {pipe.data['dataset']}, "
+        f"{len(data)} images; rounds: {cfg.start_steps} -> " + " -> ".join(map(str, plan)) + " steps")
+    teacher = pipe.network.requires_grad_(False)                       # this round's teacher (EMA weights)
+    model = UNet(teacher.config).to(device)
+    model.load_state_dict(teacher.state_dict())                        # the student starts as its teacher
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    K = cfg.steps_per_round
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - (step % K) / K)
+    ema = EMA(model, max_decay=cfg.ema_decay, power=3 / 4)
+    cfg.steps = K * len(plan)                                          # the lifecycle's total
+    extra = {"diffusion": dataclasses.asdict(diffusion.config), "classes": pipe.classes, "data": pipe.data,
+             "teacher": cfg.teacher, "distilled_steps": plan[0]}
+    start = run_.attach(model, teacher.config, ema=ema, optimizer=optimizer, scheduler=scheduler,
+                        others={"teacher": teacher}, extra=extra)
+    extra["distilled_steps"] = plan[start // K] if start < cfg.steps else plan[-1]   # a resumed run's round
+    fixed_noise = torch.randn(4 * max(pipe.num_classes, 1), *pipe.image_shape,
+                              generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    fixed_labels = torch.arange(len(fixed_noise), device=device) // 4 if conditional else None
+
+    # ---- training loop: Salimans & Ho Algorithm 2, one round after another ---------------------
+    began = time.perf_counter()
+    with run_:
+        for step in run_.steps():
+            r, N = step // K, plan[step // K]
+            if step % K == 0 and step > 0:                 # a new round: the last student teaches
+                with torch.no_grad():
+                    teacher.load_state_dict(ema.model.state_dict())
+                    model.load_state_dict(ema.model.state_dict())
+                restart_ema(ema, model)
+                optimizer.state.clear()
+                extra["distilled_steps"] = N
+            model.train()
+            x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed))
+            x0, y = x0.to(device), y.to(device)
+            cond = model.drop_condition(cfg.cond_drop, y) if conditional else {}
+            loss = progressive_loss(model, teacher, diffusion, x0, N, **cond)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            ema.update(model)
+            run_.check_finite("try a lower --lr", loss=loss)
+            if run_.due(cfg.log_every):
+                run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0], student_steps=N)
+            if (step + 1) % K == 0 and run_.main:          # the round's student, kept and pictured
+                kept = save_checkpoint(run_.out / f"steps_{N}.pt", kind="ddpm", config=teacher.config, model=model,
+                                       ema=ema, step=step + 1, extra={**extra, "train": dataclasses.asdict(cfg)})
+                student = pipelines.DiffusionPipeline(ema.model, diffusion, pipe.classes)
+                x = SamplerConfig("ddim", N).sample(student.denoiser(cfg.guidance), fixed_noise,
+                                                    cond=student.condition(fixed_labels), progress=False)
+                grid = save_grid(x, run_.out / f"samples_{N}.png", nrow=8)
+                say(f"round {r + 1}/{len(plan)}: {N}-step student in {kept} and {grid} "
+                    f"({time.perf_counter() - began:.0f} s so far in this invocation)")
+    if not run_.completed:
+        run_.close()
+        return run_.exit_code
+    say(f"the {plan[-1]}-step student: python sample.py --ckpt {run_.out / f'steps_{plan[-1]}.pt'}")
+    run_.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

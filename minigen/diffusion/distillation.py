@@ -1,0 +1,89 @@
+"""Progressive distillation: a student learns to take in one DDIM step what its teacher takes in two.
+
+Paper:
+    Salimans & Ho 2022, Progressive Distillation for Fast Sampling of Diffusion Models,
+        arXiv:2202.00512, Algorithm 2 and §4 (the target, v-parameterisation, truncated SNR weight)
+
+With α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t), one deterministic DDIM step from z_t to time s is
+    z_s = α_s·x̂ + σ_s·(z_t − α_t·x̂)/σ_t                       (Song et al. 2021, Eq. 12, η = 0)
+The teacher takes two such steps, t -> t' -> t'', and lands on z_t''. The student must land on
+the same point in one step from z_t, so its x̂ must solve z_t'' = α_t''·x̃ + (σ_t''/σ_t)(z_t − α_t·x̃):
+    x̃ = (z_t'' − (σ_t''/σ_t)·z_t) / (α_t'' − (σ_t''/σ_t)·α_t)       (Algorithm 2, the target)
+and the student learns it with the loss max(SNR_t, 1)·‖x̂_student − x̃‖², "truncated SNR"
+weighting (§4): at high noise the x̂ error counts fully even though SNR → 0 there.
+
+The student's N steps visit the timesteps `trailing(N)` then clean data (t = −1). The teacher's
+2N-step grid `trailing(2N)` holds every one of them plus one point between each pair, so the
+teacher's two steps t -> t' -> t'' are exactly two steps of the teacher sampling with 2N steps.
+
+Timesteps here are tensors (one per image), with t = −1 meaning clean data (ᾱ = 1).
+"""
+
+import torch
+
+from .process import Diffusion
+
+
+def alpha_sigma(diffusion: Diffusion, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) for timesteps t (B,), −1 meaning clean data (1, 0), shaped
+    to broadcast against x."""
+    clean = t < 0
+    t = t.clamp(min=0)
+    alpha = torch.where(clean, 1.0, diffusion.sqrt_alpha_bar.to(t.device)[t])
+    sigma = torch.where(clean, 0.0, diffusion.sqrt_one_minus_alpha_bar.to(t.device)[t])
+    shape = (-1, *([1] * (x.dim() - 1)))
+    return alpha.to(x.dtype).reshape(shape), sigma.to(x.dtype).reshape(shape)
+
+
+def ddim_to(diffusion: Diffusion, z_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step from z_t at t to time s with the prediction x̂_0:
+    z_s = α_s·x̂_0 + σ_s·(z_t − α_t·x̂_0)/σ_t."""
+    a_t, s_t = alpha_sigma(diffusion, t, z_t)
+    a_s, s_s = alpha_sigma(diffusion, s, z_t)
+    return a_s * x0 + s_s * (z_t - a_t * x0) / s_t
+
+
+def distillation_target(z_t, z_end, alpha_t, sigma_t, alpha_end, sigma_end):
+    """x̃ = (z_t'' − (σ_t''/σ_t)·z_t) / (α_t'' − (σ_t''/σ_t)·α_t): the x̂ with which one DDIM
+    step from z_t lands on the teacher's z_t''  (Salimans & Ho 2022, Algorithm 2)."""
+    ratio = sigma_end / sigma_t
+    return (z_end - ratio * z_t) / (alpha_end - ratio * alpha_t)
+
+
+def student_steps(diffusion: Diffusion, N: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The student's N steps as (t, t', t'') each (N,): step i goes from t[i] to t''[i] and the
+    teacher passes through t'[i]. From the teacher's grid trailing(2N) followed by −1 (clean)."""
+    grid = torch.cat([diffusion.timesteps(2 * N, "trailing"), torch.tensor([-1])]).to(device)
+    return grid[0:-1:2], grid[1::2], grid[2::2]
+
+
+def teacher_two_steps(teacher, diffusion: Diffusion, z_t, t, t_mid, t_end, clip: bool = True, **cond):
+    """The teacher's two DDIM steps z_t -> z_t' -> z_t'', as its sampler takes them (x̂_0
+    clipped to [−1, 1] by default, as SamplerConfig does)."""
+    def x0(z, at):
+        out = teacher(z, at, **cond)
+        x = diffusion.x0_eps_from_output(out, z, at)[0]
+        return x.clamp(-1, 1) if clip else x
+    z_mid = ddim_to(diffusion, z_t, x0(z_t, t), t, t_mid)
+    return ddim_to(diffusion, z_mid, x0(z_mid, t_mid), t_mid, t_end)
+
+
+def progressive_loss(student, teacher, diffusion: Diffusion, x0: torch.Tensor, N: int,
+                     clip: bool = True, **cond) -> torch.Tensor:
+    """Salimans & Ho's Algorithm 2 for one batch: a student step i ~ U{0..N−1} per image,
+    z_t = α_t·x_0 + σ_t·ε, the teacher's two steps (no gradient), the target x̃, and
+    max(SNR_t, 1)·‖x̂_student − x̃‖² averaged. No value is read on the host."""
+    B = x0.shape[0]
+    t_all, mid_all, end_all = student_steps(diffusion, N, x0.device)
+    i = torch.randint(0, N, (B,), device=x0.device)
+    t, t_mid, t_end = t_all[i], mid_all[i], end_all[i]
+    a_t, s_t = alpha_sigma(diffusion, t, x0)
+    z_t = a_t * x0 + s_t * torch.randn_like(x0)                           # q(z_t | x_0)
+    with torch.no_grad():
+        z_end = teacher_two_steps(teacher, diffusion, z_t, t, t_mid, t_end, clip, **cond)
+        a_end, s_end = alpha_sigma(diffusion, t_end, x0)
+        target = distillation_target(z_t, z_end, a_t, s_t, a_end, s_end)   # x̃
+    x_student = diffusion.x0_eps_from_output(student(z_t, t, **cond), z_t, t)[0]
+    weight = (a_t / s_t).pow(2).clamp(min=1).reshape(-1)                   # max(SNR_t, 1)
+    per_image = (x_student.float() - target.float()).pow(2).flatten(1).mean(1)
+    return (weight * per_image).mean()

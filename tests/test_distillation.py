@@ -1,0 +1,113 @@
+"""Progressive distillation (Salimans & Ho 2022): the target by hand, an exact student of an
+analytic teacher, and a tiny distil.py run that checkpoints, resumes bit-exactly and samples."""
+
+import math
+from pathlib import Path
+
+import torch
+
+from minigen.diffusion import Denoiser, Diffusion, SamplerConfig
+from minigen.diffusion.distillation import (alpha_sigma, ddim_to, distillation_target, progressive_loss,
+                                            student_steps, teacher_two_steps)
+from minigen.diffusion.schedules import make_betas
+from tests.test_samplers_analytic import SHAPE, analytic_model
+
+
+def test_the_target_by_hand():
+    """α_t = 0.6, σ_t = 0.8, α_t'' = 0.8, σ_t'' = 0.6, z_t = 1, z_t'' = 0.5:
+    x̃ = (0.5 − 0.75·1)/(0.8 − 0.75·0.6) = −0.25/0.35 = −5/7; and a DDIM step from z_t with
+    x̂ = −5/7 lands on 0.8·(−5/7) + 0.6·(1 + 0.6·5/7)/0.8 = −4/7 + 7.5/7 = 0.5 = z_t''."""
+    x = distillation_target(torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64),
+                            0.6, 0.8, 0.8, 0.6)
+    assert math.isclose(x.item(), -5 / 7, rel_tol=1e-12)
+    assert math.isclose(0.8 * x.item() + 0.6 * (1 - 0.6 * x.item()) / 0.8, 0.5, rel_tol=1e-12)
+
+
+def test_the_student_grid_is_every_other_point_of_the_teachers():
+    d = Diffusion(make_betas("linear", 1000))
+    t, t_mid, t_end = student_steps(d, 4)
+    assert t.tolist() == d.timesteps(4).tolist() == [999, 749, 499, 249]
+    assert t_mid.tolist() == d.timesteps(8).tolist()[1::2] == [874, 624, 374, 124]
+    assert t_end.tolist() == [749, 499, 249, -1]
+    a, s = alpha_sigma(d, torch.tensor([-1, 0]), torch.zeros(2, 1, dtype=torch.float64))
+    assert a[0].item() == 1.0 and s[0].item() == 0.0 and math.isclose(a[1].item() ** 2, d.alpha_bar[0].item())
+
+
+def exact_student(teacher, d: Diffusion, N: int):
+    """The student a perfect distillation would give: at each of its timesteps it predicts the
+    target x̃ (as v = (α_t·z_t − x̃)/σ_t, the v-parameterisation)."""
+    t_all, mid_all, end_all = student_steps(d, N)
+
+    def student(z, t):
+        i = (t_all[None, :] == t[:, None]).int().argmax(1)
+        z_end = teacher_two_steps(teacher, d, z, t, mid_all[i], end_all[i], clip=False)
+        a_t, s_t = alpha_sigma(d, t, z)
+        a_end, s_end = alpha_sigma(d, end_all[i], z)
+        x_target = distillation_target(z, z_end, a_t, s_t, a_end, s_end)
+        return (a_t * z - x_target) / s_t
+    return student
+
+
+def test_an_exact_student_of_an_analytic_teacher_reproduces_the_teachers_two_steps():
+    """With the exact denoiser for Gaussian data as teacher, a student that predicts the target
+    samples in N DDIM steps exactly what the teacher's own sampler gives in 2N (the loop and the
+    timesteps of SamplerConfig, not the distillation code); and its distillation loss is zero."""
+    d = Diffusion(make_betas("cosine", 1000), prediction="v")
+    teacher = analytic_model(d.alpha_bar, "v")
+    x_T = torch.randn(SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for N in (1, 2, 4):
+        by_teacher = SamplerConfig("ddim", 2 * N, clip_x0=False).sample(Denoiser(d, teacher), x_T, progress=False)
+        by_student = SamplerConfig("ddim", N, clip_x0=False).sample(Denoiser(d, exact_student(teacher, d, N)), x_T,
+                                                                      progress=False)
+        assert torch.allclose(by_student, by_teacher, atol=1e-9), N
+    x0 = 0.3 + 0.5 * torch.randn(SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    loss = progressive_loss(exact_student(teacher, d, 4), teacher, d, x0, 4, clip=False)
+    assert loss.item() < 1e-18
+
+
+def test_a_ddim_step_lands_where_its_formula_says():
+    """ddim_to against the DDIM step of process.py (Song et al. Eq. 12, η = 0)."""
+    d = Diffusion(make_betas("linear", 1000))
+    z, x0 = torch.randn(3, 1, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    eps = (z - d.alpha_bar_at(600) ** 0.5 * x0) / (1 - d.alpha_bar_at(600)) ** 0.5
+    mean, _ = d.ddim_step(x0, eps, 600, 300)
+    assert torch.allclose(ddim_to(d, z, x0, torch.full((3,), 600), torch.full((3,), 300)), mean, atol=1e-12)
+
+
+def test_a_tiny_distillation_resumes_bit_exactly_and_samples_through_sample_py(tmp_path, capsys):
+    """Two rounds (4 -> 2 -> 1 steps) of 3 optimizer steps each: run whole, and stopped after 4
+    steps (inside the second round) then resumed; the students are the same to the bit, and
+    sample.py samples the 1-step student in 1 step without being told."""
+    import distill
+    import sample
+    from minigen.training.checkpoint import load_checkpoint
+    old = Path(__file__).parent / "data" / "before_refactor"
+    args = ["--teacher", str(old / "v.pt"), "--start-steps", "4", "--steps-per-round", "3", "--batch-size", "4",
+            "--max-images", "32"]
+    assert distill.run(distill.main, args + ["--out", str(tmp_path / "whole")]) == 0
+    assert distill.run(distill.main, args + ["--out", str(tmp_path / "split"), "--stop-after", "4"]) == 0
+    assert not (tmp_path / "split" / "steps_1.pt").exists() and (tmp_path / "split" / "steps_2.pt").exists()
+    assert distill.run(distill.main, args + ["--out", str(tmp_path / "split"), "--resume"]) == 0
+    for name in ("steps_2.pt", "steps_1.pt", "last.pt"):
+        a, b = load_checkpoint(tmp_path / "whole" / name), load_checkpoint(tmp_path / "split" / name)
+        for part in ("model", "others"):
+            flat = lambda s: s if part == "model" else s["teacher"]
+            if part in a:
+                assert all(torch.equal(flat(a[part])[k], flat(b[part])[k]) for k in flat(a[part])), (name, part)
+        assert all(torch.equal(a["ema"]["model"][k], b["ema"]["model"][k]) for k in a["ema"]["model"]), name
+    assert load_checkpoint(tmp_path / "whole" / "steps_1.pt")["extra"]["distilled_steps"] == 1
+    capsys.readouterr()
+    assert sample.run(sample.main, ["--ckpt", str(tmp_path / "whole" / "steps_1.pt"), "--no-progress",
+                                    "--out", str(tmp_path / "s.png")]) == 0
+    assert "ddim 1 steps" in capsys.readouterr().out
+
+
+def test_an_eps_teacher_is_refused_in_one_line(tmp_path, capsys):
+    import distill
+    old = Path(__file__).parent / "data" / "before_refactor"
+    assert distill.run(distill.main, ["--teacher", str(old / "ddpm.pt"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "predicts ε" in err
+    assert distill.run(distill.main, ["--teacher", str(old / "v.pt"), "--start-steps", "6",
+                                      "--out", str(tmp_path / "d")]) == 2
+    assert "power of 2" in capsys.readouterr().err
