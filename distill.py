@@ -4,12 +4,19 @@ Salimans & Ho 2022), written out step by step.
     python distill.py --teacher runs/ddpm/last.pt                          # 32 -> 16 -> ... -> 1 DDIM steps
     python distill.py --teacher runs/fashion-v/last.pt --start-steps 16 --final-steps 2 --out runs/students
     python sample.py --ckpt runs/distill/last.pt                           # samples in the student's steps
+    python distill.py --teacher runs/ddpm/last.pt --method consistency --out runs/cd   # one step
+    python sample.py --ckpt runs/cd/steps_1.pt --sampler cm --steps 4      # a consistency student, 4 steps
     python distill.py --teacher runs/ddpm/last.pt --resume                 # continue after Ctrl-C
 
 Each round halves the steps: a student, starting from its teacher's weights, learns to take in
 one DDIM step what the teacher takes in two (minigen/diffusion/distillation.py has the target
 and the loss), then becomes the next round's teacher. The teacher must predict v or x_0: at one
 step from pure noise an ε-prediction gives no usable x̂_0 (Salimans & Ho §4).
+
+With --method consistency (Song et al. 2023) the student instead learns, on the teacher's
+--start-steps grid, to map every point of a trajectory of the teacher's DDIM solver to the same
+clean image as its neighbour one step further down: one step from noise is then a sample, and
+more steps alternate x̂_0 and fresh noise (sample.py --sampler cm).
 
 Guidance is applied to the student, not distilled in: the student learns the teacher's
 conditional and unconditional predictions (labels dropped with --cond-drop, as in training),
@@ -34,7 +41,7 @@ from minigen.cli import at_least, between, positive, run, setting
 from minigen.data import batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.diffusion import SamplerConfig
-from minigen.diffusion.distillation import progressive_loss
+from minigen.diffusion.distillation import consistency_loss, progressive_loss
 from minigen.errors import MinigenError
 from minigen.images import save_grid
 from minigen.models.unet import UNet
@@ -44,9 +51,17 @@ from minigen.training.finetune import restart_ema
 from minigen.training.lifecycle import Run, RunConfig
 
 
+METHODS = ("progressive", "consistency")
+
+
 @dataclass
 class DistillConfig(RunConfig):
     teacher: str = setting(None, "the diffusion checkpoint to distil (v- or x0-prediction)")
+    method: str = setting("progressive", "progressive (Salimans & Ho 2022: halve the steps, round by round) or "
+                                         "consistency (Song et al. 2023: one step, on the teacher's --start-steps "
+                                         "grid)", choices=METHODS)
+    cd_mu: float = setting(0.95, "consistency: decay of the target network θ⁻ (Song et al.'s μ for CD on CIFAR-10)",
+                           check=between(0, 1))
     start_steps: int = setting(32, "DDIM steps the teacher takes; the first student takes half", check=at_least(2))
     final_steps: int = setting(1, "halve until the student takes this many", check=at_least(1))
     steps_per_round: int = setting(250, "optimizer steps of each halving", check=at_least(1))
@@ -64,7 +79,10 @@ class DistillConfig(RunConfig):
 
 
 def rounds(cfg) -> list[int]:
-    """The students' step counts, one per round: start/2, start/4, ..., final."""
+    """The students' step counts, one per round: start/2, start/4, ..., final (consistency
+    distillation: one round, a one-step student)."""
+    if cfg.method == "consistency":
+        return [1]
     n, out = cfg.start_steps // 2, []
     while n >= cfg.final_steps:
         out.append(n)
@@ -78,7 +96,7 @@ def main(argv=None) -> int:
     if cfg.teacher is None:
         raise MinigenError("--teacher: name the diffusion checkpoint to distil")
     halvings = math.log2(cfg.start_steps / cfg.final_steps)
-    if cfg.final_steps >= cfg.start_steps or halvings != int(halvings):
+    if cfg.method == "progressive" and (cfg.final_steps >= cfg.start_steps or halvings != int(halvings)):
         raise MinigenError(f"--start-steps {cfg.start_steps}: must be --final-steps {cfg.final_steps} times a power of 2")
     seed_everything(cfg.seed)
 
@@ -89,7 +107,7 @@ def main(argv=None) -> int:
         raise MinigenError(f"--teacher {cfg.teacher}: predicts ε; distil a v- or x0-prediction model "
                            "(train_ddpm.py --prediction v, the default)")
     plan = rounds(cfg)
-    if plan[0] * 2 > diffusion.T:
+    if cfg.start_steps > diffusion.T:
         raise MinigenError(f"--start-steps {cfg.start_steps}: more than the teacher's T = {diffusion.T}")
     data = load_dataset(pipe.data["dataset"], "train", root=pipe.data["data_root"], size=pipe.data["image_size"],
                         channels=pipe.data["channels"], n=cfg.max_images, seed=cfg.seed)
@@ -103,11 +121,15 @@ def main(argv=None) -> int:
     K = cfg.steps_per_round
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - (step % K) / K)
     ema = EMA(model, max_decay=cfg.ema_decay, power=3 / 4)
+    others = {"teacher": teacher}
+    if cfg.method == "consistency":       # the target network θ⁻ ← μ·θ⁻ + (1 − μ)·θ, a fixed decay
+        target = EMA(model, max_decay=cfg.cd_mu, min_decay=cfg.cd_mu)
+        others["target"] = target
     cfg.steps = K * len(plan)                                          # the lifecycle's total
     extra = {"diffusion": dataclasses.asdict(diffusion.config), "classes": pipe.classes, "data": pipe.data,
              "teacher": cfg.teacher, "distilled_steps": plan[0]}
     start = run_.attach(model, teacher.config, ema=ema, optimizer=optimizer, scheduler=scheduler,
-                        others={"teacher": teacher}, extra=extra)
+                        others=others, extra=extra)
     extra["distilled_steps"] = plan[start // K] if start < cfg.steps else plan[-1]   # a resumed run's round
     fixed_noise = torch.randn(4 * max(pipe.num_classes, 1), *pipe.image_shape,
                               generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
@@ -129,13 +151,18 @@ def main(argv=None) -> int:
             x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed))
             x0, y = x0.to(device), y.to(device)
             cond = model.drop_condition(cfg.cond_drop, y) if conditional else {}
-            loss = progressive_loss(model, teacher, diffusion, x0, N, **cond)
+            if cfg.method == "progressive":
+                loss = progressive_loss(model, teacher, diffusion, x0, N, **cond)
+            else:
+                loss = consistency_loss(model, target.model, teacher, diffusion, x0, cfg.start_steps, **cond)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             ema.update(model)
+            if cfg.method == "consistency":
+                target.update(model)
             run_.check_finite("try a lower --lr", loss=loss)
             if run_.due(cfg.log_every):
                 run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0], student_steps=N)

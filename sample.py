@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     count = number(int, at_least(1))
     p.add_argument("--ckpt", required=True, help="checkpoint written by train_ddpm.py or train_gan.py")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
-                   help="ancestral DDPM, DDIM, or DPM-Solver++(2M) (default: ddim; ddpm for --inpaint, as RePaint)")
+                   help="ancestral DDPM, DDIM, DPM-Solver++(2M), or cm: multistep consistency sampling for a "
+                        "consistency student (default: ddim; ddpm for --inpaint, as RePaint)")
     p.add_argument("--steps", type=count, default=None,
                    help="network evaluations (default: 50 for ddim, or a distilled student's own; 20 for dpm++; "
                         "T for ddpm; 100 for --inpaint)")
@@ -136,8 +137,8 @@ def check_flags(args, kind: str) -> None:
             raise MinigenError(f"{flag(name)} draws plain samples; it does not combine with --{editing[0]}")
     sampler = args.sampler or ("ddpm" if args.inpaint else "ddim")
     if args.eta is not None and sampler != "ddim":
-        raise MinigenError(f"--eta is DDIM's noise; the {sampler} sampler "
-                           + ("has its own (see --variance)" if sampler == "ddpm" else "is deterministic"))
+        own = {"ddpm": "has its own (see --variance)", "dpm++": "is deterministic", "cm": "noises x̂_0 afresh at every step"}
+        raise MinigenError(f"--eta is DDIM's noise; the {sampler} sampler {own[sampler]}")
     if args.variance is not None and sampler != "ddpm":
         raise MinigenError("--variance is the ddpm sampler's; DDIM's noise is --eta")
 
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
     else:
         sampler_name = args.sampler or ("ddpm" if args.inpaint else "ddim")
         # dpm++: Lu et al.'s 15-20 for guided sampling; a distilled student: the steps it learned (distill.py)
-        default_steps = {"ddim": pipe.distilled_steps or 50, "dpm++": 20, "ddpm": d.T}[sampler_name]
+        default_steps = {"ddim": pipe.distilled_steps or 50, "dpm++": 20, "ddpm": d.T, "cm": pipe.distilled_steps or 1}[sampler_name]
         steps = args.steps if args.steps is not None else (100 if args.inpaint else default_steps)
         if not 1 <= steps <= d.T:
             raise MinigenError(f"--steps {steps}: must be between 1 and T = {d.T}")

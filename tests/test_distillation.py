@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from minigen.diffusion import Denoiser, Diffusion, SamplerConfig
-from minigen.diffusion.distillation import (alpha_sigma, ddim_to, distillation_target, progressive_loss,
+from minigen.diffusion.distillation import (alpha_sigma, consistency_loss, ddim_to, distillation_target, progressive_loss,
                                             student_steps, teacher_two_steps)
 from minigen.diffusion.schedules import make_betas
 from tests.test_samplers_analytic import SHAPE, analytic_model
@@ -111,3 +111,63 @@ def test_an_eps_teacher_is_refused_in_one_line(tmp_path, capsys):
     assert distill.run(distill.main, ["--teacher", str(old / "v.pt"), "--start-steps", "6",
                                       "--out", str(tmp_path / "d")]) == 2
     assert "power of 2" in capsys.readouterr().err
+
+
+def test_the_consistency_function_of_the_teachers_own_solver_has_zero_loss():
+    """Song et al.'s CD loss vanishes for the consistency function of the discretised ODE: f(x, t_n)
+    = the teacher's DDIM run from t_n down the grid to clean data (computed by the sampling loop,
+    not the distillation code). Then f at t_0 = 999 in one step is the teacher's N-step sample.
+    A student that is the teacher itself does not have zero loss (its x̂_0 is not consistent)."""
+    d = Diffusion(make_betas("linear", 1000), prediction="v")
+    teacher = analytic_model(d.alpha_bar, "v")
+    N = 5
+    grid = d.timesteps(N).tolist()
+
+    def f_as_v(x, t):            # a "network" whose x̂_0 is the teacher's DDIM run from t to clean, as v
+        out = torch.empty_like(x)
+        for level in t.unique().tolist():
+            rows = t == level
+            if level not in grid:   # the clean end, where the loss uses the boundary condition instead
+                out[rows] = 0
+                continue
+            x0 = SamplerConfig("ddim", clip_x0=False).sample(Denoiser(d, teacher), x[rows], grid[grid.index(level):],
+                                                             progress=False)
+            a, s = alpha_sigma(d, t[rows], x[rows])
+            out[rows] = (a * x[rows] - x0) / s
+        return out
+
+    x0 = 0.3 + 0.5 * torch.randn(64, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    assert consistency_loss(f_as_v, f_as_v, teacher, d, x0, N, clip=False).item() < 1e-20
+    torch.manual_seed(0)
+    assert consistency_loss(teacher, teacher, teacher, d, x0, N, clip=False).item() > 1e-4
+    x_T = torch.randn(8, 1, 2, 2, dtype=torch.float64)
+    one = SamplerConfig("cm", 1, clip_x0=False).sample(Denoiser(d, f_as_v), x_T, progress=False)
+    assert torch.allclose(one, SamplerConfig("ddim", N, clip_x0=False).sample(Denoiser(d, teacher), x_T, progress=False))
+
+
+def test_multistep_consistency_sampling_noises_x0_afresh():
+    """The cm step: x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·z (Song et al. 2023, Algorithm 1), and x̂_0 at the end."""
+    from minigen.diffusion import Denoised
+    from minigen.diffusion.samplers import make_step
+    d = Diffusion(make_betas("linear", 1000))
+    x0 = torch.randn(2, 1, 2, 2)
+    step = make_step(d, "cm")
+    mean, std = step(Denoised(x0 * 0, x0, x0 * 0), 999, 499)
+    assert torch.allclose(mean, d.alpha_bar[499].sqrt().float() * x0) and math.isclose(std, (1 - d.alpha_bar[499].item()) ** 0.5)
+    mean, std = step(Denoised(x0 * 0, x0, x0 * 0), 499, -1)
+    assert torch.equal(mean, x0) and std == 0.0
+
+
+def test_a_tiny_consistency_distillation_samples_in_one_and_in_two_steps(tmp_path, capsys):
+    import distill
+    import sample
+    old = Path(__file__).parent / "data" / "before_refactor"
+    assert distill.run(distill.main, ["--teacher", str(old / "v.pt"), "--method", "consistency", "--start-steps", "8",
+                                      "--steps-per-round", "3", "--batch-size", "4", "--max-images", "32",
+                                      "--out", str(tmp_path / "cd")]) == 0
+    capsys.readouterr()
+    for steps in ("1", "2"):
+        assert sample.run(sample.main, ["--ckpt", str(tmp_path / "cd" / "steps_1.pt"), "--sampler", "cm", "--steps", steps,
+                                        "--no-progress", "--out", str(tmp_path / "s.png")]) == 0
+        assert f"cm {steps} steps" in capsys.readouterr().out

@@ -1,8 +1,12 @@
-"""Progressive distillation: a student learns to take in one DDIM step what its teacher takes in two.
+"""Distillation: students that sample in few steps what their teacher samples in many.
 
-Paper:
+Papers:
     Salimans & Ho 2022, Progressive Distillation for Fast Sampling of Diffusion Models,
         arXiv:2202.00512, Algorithm 2 and §4 (the target, v-parameterisation, truncated SNR weight)
+    Song, Dhariwal, Chen & Sutskever 2023, Consistency Models, arXiv:2303.01469, Algorithm 2
+        (consistency distillation, at the end of this file)
+
+Progressive distillation: a student learns to take in one DDIM step what its teacher takes in two.
 
 With α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t), one deterministic DDIM step from z_t to time s is
     z_s = α_s·x̂ + σ_s·(z_t − α_t·x̂)/σ_t                       (Song et al. 2021, Eq. 12, η = 0)
@@ -87,3 +91,39 @@ def progressive_loss(student, teacher, diffusion: Diffusion, x0: torch.Tensor, N
     weight = (a_t / s_t).pow(2).clamp(min=1).reshape(-1)                   # max(SNR_t, 1)
     per_image = (x_student.float() - target.float()).pow(2).flatten(1).mean(1)
     return (weight * per_image).mean()
+
+
+# ---- consistency distillation ----------------------------------------------------------------
+#
+#   Song, Dhariwal, Chen & Sutskever 2023, Consistency Models, arXiv:2303.01469, Algorithm 2
+#
+# A consistency function maps any point of a probability-flow ODE trajectory to the trajectory's
+# clean end: f(x_t, t) = x_0 for every t, with f(x, clean) = x (the boundary condition). Here f
+# is the student's x̂_0, which meets the boundary at σ = 0 by construction (x̂_0 = α_t·x_t − σ_t·v̂
+# with v-prediction, the skip and output scalings of Song et al. §3 in another form). The student
+# learns that neighbouring points of one trajectory, x_{t_n} and the teacher's one DDIM step from
+# it to t_{n+1}, map to the same x̂_0 under f_θ and under f_θ⁻, a slowly moving average of θ:
+#     L = ‖f_θ(x_{t_n}, t_n) − f_θ⁻(x̂_{t_{n+1}}, t_{n+1})‖²                 (Algorithm 2, d = L2)
+# On the step that reaches clean data (t_{n+1} = −1) the boundary condition gives the target:
+# f_θ⁻(x̂, clean) = x̂, the teacher's x̂_0 itself.
+
+def consistency_loss(student, target, teacher, diffusion: Diffusion, x0: torch.Tensor, N: int,
+                     clip: bool = True, **cond) -> torch.Tensor:
+    """Song et al.'s Algorithm 2 for one batch, on the N-step grid trailing(N) then clean:
+    n ~ U{0..N−1} per image, x_{t_n} = α·x_0 + σ·ε, the teacher's DDIM step to t_{n+1} (no
+    gradient), and ‖f_θ(x_{t_n}) − f_θ⁻(x̂_{t_{n+1}})‖² averaged."""
+    grid = torch.cat([diffusion.timesteps(N, "trailing"), torch.tensor([-1])]).to(x0.device)
+    n = torch.randint(0, N, (x0.shape[0],), device=x0.device)
+    t, t_next = grid[n], grid[n + 1]
+    a_t, s_t = alpha_sigma(diffusion, t, x0)
+    x_t = a_t * x0 + s_t * torch.randn_like(x0)                           # q(x_{t_n} | x_0)
+
+    def f(network, x, at):                                                # the consistency function: x̂_0
+        x0_hat = diffusion.x0_eps_from_output(network(x, at.clamp(min=0), **cond), x, at.clamp(min=0))[0]
+        return x0_hat.clamp(-1, 1) if clip else x0_hat
+
+    with torch.no_grad():
+        x_next = ddim_to(diffusion, x_t, f(teacher, x_t, t), t, t_next)   # one step of the teacher's ODE solver
+        clean = (t_next < 0).reshape(-1, *([1] * (x0.dim() - 1)))
+        goal = torch.where(clean, x_next, f(target, x_next, t_next))      # boundary: f(x, clean) = x
+    return (f(student, x_t, t).float() - goal.float()).pow(2).flatten(1).mean(1).mean()

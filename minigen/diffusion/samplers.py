@@ -5,6 +5,7 @@ Papers:
     Song, Meng & Ermon 2021, DDIM, arXiv:2010.02502, Eq. 12
     Lugmayr et al. 2022, RePaint, arXiv:2201.09865 (timesteps that jump back up the chain)
     Lu et al. 2022, DPM-Solver++, arXiv:2211.01095, Algorithm 2 (a second-order multistep step)
+    Song et al. 2023, Consistency Models, arXiv:2303.01469, Algorithm 1 (multistep consistency sampling)
 
     x_T ~ N(0, I)
     for t, t_prev in the visited timesteps:
@@ -27,7 +28,7 @@ from ..progress import progress_bar
 from .guidance import Thresholding
 from .process import Diffusion
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "cm")
 VARIANCES = ("small", "large")
 
 
@@ -35,7 +36,9 @@ def make_step(diffusion: Diffusion, sampler: str = "ddim", eta: float = 0.0, var
     """step(d: Denoised, t, t_prev) -> (mean, std) of p(x_{t_prev} | x_t).
     ddpm: the posterior q(x_{t_prev} | x_t, x̂_0) with σ² = β̃ ("small") or β ("large");
     ddim: Song et al. Eq. 12 with η ∈ [0, 1] (η = 0 deterministic);
-    dpm++: DPM-Solver++(2M), deterministic, a new one per sampling run (it remembers the last step)."""
+    dpm++: DPM-Solver++(2M), deterministic, a new one per sampling run (it remembers the last step);
+    cm: multistep consistency sampling (Song et al. 2023, Algorithm 1): x̂_0, then noised afresh
+    to the next timestep, x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·z, for consistency students."""
     if sampler == "ddpm":
         return lambda d, t, t_prev: diffusion.ddpm_step(d.x_t, d.x0, t, t_prev, variance)
     if sampler == "ddim":
@@ -44,6 +47,8 @@ def make_step(diffusion: Diffusion, sampler: str = "ddim", eta: float = 0.0, var
         return lambda d, t, t_prev: diffusion.ddim_step(d.x0, d.eps, t, t_prev, eta)
     if sampler == "dpm++":
         return DPMSolverPP(diffusion)
+    if sampler == "cm":
+        return lambda d, t, t_prev: (diffusion.alpha_bar_at(t_prev) ** 0.5 * d.x0, (1 - diffusion.alpha_bar_at(t_prev)) ** 0.5)
     raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
 
 
