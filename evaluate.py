@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddim-steps", type=numbers(int, at_least(1)), default=[50, 10], help="comma-separated DDIM step counts (default: 50,10)")
     p.add_argument("--dpm-steps", type=numbers(int, at_least(1)), default=[],
                    help="comma-separated DPM-Solver++(2M) step counts, e.g. 5,10,20 (default: none)")
+    p.add_argument("--cm-steps", type=numbers(int, at_least(1)), default=[],
+                   help="comma-separated step counts of multistep consistency sampling, for a consistency "
+                        "student (distill.py --method consistency; default: none)")
     p.add_argument("--cas-steps", type=number(int, at_least(1)), default=300, help="training steps of the CAS classifier (default: 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default: 0)")
     p.add_argument("--out", default="runs/eval", help="folder for trilemma.json and trilemma.md (default: runs/eval)")
@@ -133,6 +136,7 @@ def main(argv=None) -> int:
         runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
         runs += [("ddim", steps, w) for steps in args.ddim_steps for w in args.guidance]
         runs += [("dpm++", steps, w) for steps in args.dpm_steps for w in args.guidance]
+        runs += [("cm", steps, w) for steps in args.cm_steps for w in args.guidance]
         too_many = [steps for _, steps, _ in runs if steps > pipe.diffusion.T]
         if too_many:
             raise MinigenError(f"{too_many[0]} steps: more than the model's T = {pipe.diffusion.T}")
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
                                                      cond=pipe.condition(labels[:m]), generator=generator)
             where = f" at σ in ({args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]" if args.guidance_interval else ""
             where += f", rescaled φ={args.guidance_rescale:g}" if args.guidance_rescale else ""
-            name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++"}[sampler]
+            name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "cm": "consistency"}[sampler]
             measure(f"{name} {steps} steps, w={w:g}{where}", x.cpu(), labels[:m], time.perf_counter() - start)
 
     # ---- samples from any model, from files ----------------------------------------------------
