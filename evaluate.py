@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 (Kynkäänniemi et al. 2024)")
     p.add_argument("--guidance-rescale", type=number(float, between(0, 1)), default=0.0, metavar="PHI",
                    help="rescaled guidance with weight PHI, e.g. 0.7 (Lin et al. 2024; default: 0, off)")
+    p.add_argument("--vae", metavar="CKPT", help="a VAE (train_vae.py): a row of its prior samples, unconditional")
     p.add_argument("--ddpm-steps", type=number(int, non_negative), default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
     p.add_argument("--ddpm-n", type=number(int, at_least(1)), default=None,
                    help="samples in the ancestral DDPM row, which is 20-100x slower than the others (default: -n)")
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
     # ---- the judge and the real data ---------------------------------------------------------
     judge_pipe = pipelines.load(args.judge, device, kind="vit")
     gan = pipelines.load(args.gan, device, kind="gan") if args.gan else None
+    vae = pipelines.load(args.vae, device, kind="vae") if args.vae else None
     samples = {path: read_samples(path) for path in args.samples}     # read (and refused) before any work
     pipe = pipelines.load(args.ddpm, device, kind="ddpm") if args.ddpm else None
     runs = []                                       # (sampler, steps, guidance) of the diffusion rows
@@ -202,6 +204,19 @@ def main(argv=None) -> int:
             x = draw()
             times.append(time.perf_counter() - start)
         measure("GAN", x.cpu(), labels, sorted(times)[2])
+
+    # ---- the VAE as a generator: decoded draws from the prior, unconditional -------------------
+    if vae is not None:
+        if vae.image_shape != train.shape:
+            raise MinigenError(f"{args.vae}: makes {'x'.join(map(str, vae.image_shape))} images, the judge's "
+                               f"data is {'x'.join(map(str, train.shape))}")
+        draw = lambda: vae.sample(n, torch.Generator(device=device).manual_seed(args.seed))
+        times = []
+        for _ in range(5):                          # milliseconds, like the GAN: the median of 5
+            start = time.perf_counter()
+            x = draw()
+            times.append(time.perf_counter() - start)
+        measure("VAE (prior samples)", x.cpu(), None, sorted(times)[2])
 
     # ---- the diffusion model at several step counts and guidance scales ------------------
     if pipe is not None:

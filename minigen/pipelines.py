@@ -8,8 +8,9 @@
 A pipeline holds the network with its EMA weights, the settings it was trained with that
 sampling needs (the diffusion process, stored as its own config), the samples' shape and the
 class names. Scripts, the benchmark and a notebook all load models here; none rebuilds one.
-Kinds: "ddpm" (DiffusionPipeline), "gan" (GANPipeline), "vit" (ClassifierPipeline). An
-autoencoder (latent diffusion) or a text encoder and tokenizer would be more fields here.
+Kinds: "ddpm" (DiffusionPipeline), "gan" (GANPipeline), "vae" (AutoencoderPipeline), "vit"
+(ClassifierPipeline). Latent diffusion (an autoencoder under a U-Net) or a text encoder and
+tokenizer would be more fields here.
 """
 
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from torch import nn
 
 from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig
 from .errors import CheckpointError, MinigenError
+from .models.autoencoder import Autoencoder, AutoencoderConfig
 from .models.dcgan import DCGANConfig, Discriminator, Generator
 from .models.unet import UNet, UNetConfig
 from .models.vit import ViT, ViTConfig
@@ -131,6 +133,25 @@ class GANPipeline(Pipeline):
 
 
 @dataclass
+class AutoencoderPipeline(Pipeline):
+    network: Autoencoder                # EMA weights, eval mode
+    classes: list[str] = field(default_factory=list)
+    step: int = 0
+    data: dict = field(default_factory=dict)
+    kind = "vae"
+
+    @property
+    def num_classes(self) -> int:
+        return 0                        # the VAE is unconditional
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The VAE as a generator: z ~ N(0, I) on the latent grid, decoded (n, C, H, W)."""
+        z = torch.randn((n, *self.network.config.latent_shape), generator=generator, device=self.device)
+        return self.network.decode(z).clamp(-1, 1)
+
+
+@dataclass
 class ClassifierPipeline(Pipeline):
     network: ViT                        # eval mode
     classes: list[str] = field(default_factory=list)
@@ -171,6 +192,9 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
             G = _ready(Generator(config), _weights(state), device)
             D = _ready(Discriminator(config), state["others"]["discriminator"], device)
             return GANPipeline(G, D, classes, step)
+        if state["kind"] == "vae":
+            network = _ready(Autoencoder(AutoencoderConfig(**state["config"])), _weights(state), device)
+            return AutoencoderPipeline(network, classes, step, data)
         if state["kind"] == "vit":
             network = _ready(ViT(ViTConfig(**state["config"])), state["model"], device)
             return ClassifierPipeline(network, classes, step, data, state["extra"].get("test_accuracy"))

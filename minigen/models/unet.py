@@ -68,13 +68,14 @@ def preset(name: str, **overrides) -> UNetConfig:
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv3x3, then the embedding as scale and shift of the normalised
     features, h ← GN(h)·(1 + scale) + shift (Dhariwal & Nichol 2021, §3 "AdaGN"), -> SiLU ->
-    dropout -> conv3x3 (zero-initialised, so each block starts as the identity), plus the input."""
+    dropout -> conv3x3 (zero-initialised, so each block starts as the identity), plus the input.
+    With emb_dim = 0 there is no embedding (the autoencoder's blocks): h ← GN(h)."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
         super().__init__()
         self.norm1 = group_norm(in_ch, groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch) if emb_dim else None
         self.norm2 = group_norm(out_ch, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
@@ -82,10 +83,12 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.bias)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))                              # (B, out, H, W)
-        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
-        h = self.norm2(h) * (1 + scale) + shift
+        h = self.norm2(h)
+        if self.emb is not None:
+            scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
+            h = h * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
