@@ -13,7 +13,8 @@ Papers:
         x_{t_prev} = μ(x_t, x̂_0, ε̂) + σ·z,   z ~ N(0, I), no noise on the last step
 
 `sample` is that loop and nothing more: the denoiser (with whatever guidance wraps it,
-guidance.py), the step (DDPM's or DDIM's from process.py, or DPM-Solver++(2M) below), the timesteps (any descending
+guidance.py), the step (DDPM's or DDIM's from process.py; DPM-Solver++(2M) or consistency
+sampling below), the timesteps (any descending
 list: respaced, or starting part-way down for SDEdit), a per-step projection (inpainting puts
 the known pixels back) and a callback (progress pictures) come in from outside, so a new
 sampler, a new kind of conditioning or a new edit adds no parameter here.
@@ -47,8 +48,9 @@ def make_step(diffusion: Diffusion, sampler: str = "ddim", eta: float = 0.0, var
         return lambda d, t, t_prev: diffusion.ddim_step(d.x0, d.eps, t, t_prev, eta)
     if sampler == "dpm++":
         return DPMSolverPP(diffusion)
-    if sampler == "cm":
-        return lambda d, t, t_prev: (diffusion.alpha_bar_at(t_prev) ** 0.5 * d.x0, (1 - diffusion.alpha_bar_at(t_prev)) ** 0.5)
+    if sampler == "cm":                   # mean √ᾱ_prev·x̂_0, std √(1 − ᾱ_prev): x_prev ~ q(x_prev | x̂_0)
+        return lambda d, t, t_prev: (diffusion.alpha_bar_at(t_prev) ** 0.5 * d.x0,
+                                     (1 - diffusion.alpha_bar_at(t_prev)) ** 0.5)
     raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
 
 
