@@ -65,18 +65,24 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
 
 
+def levels(chans: list[int], groups: int, resample) -> nn.Sequential:
+    """A ResBlock per level (from the previous level's channels to this one's), with
+    `resample` (Downsample or Upsample) between levels."""
+    layers = []
+    for level, out in enumerate(chans):
+        layers.append(ResBlock(chans[max(level - 1, 0)], out, 0, 0.0, groups))
+        if level < len(chans) - 1:
+            layers.append(resample(out))
+    return nn.Sequential(*layers)
+
+
 class Encoder(nn.Module):
     def __init__(self, c: AutoencoderConfig):
         super().__init__()
         chans = [c.base_channels * m for m in c.channel_mults]
         self.conv_in = nn.Conv2d(c.image_channels, chans[0], 3, padding=1)
-        layers, ch = [], chans[0]
-        for level, out in enumerate(chans):
-            layers.append(ResBlock(ch, out, 0, 0.0, c.groups))
-            ch = out
-            if level < len(chans) - 1:
-                layers.append(Downsample(ch))
-        self.down = nn.Sequential(*layers)
+        self.down = levels(chans, c.groups, Downsample)
+        ch = chans[-1]
         self.mid = ResBlock(ch, ch, 0, 0.0, c.groups)
         self.norm_out = group_norm(ch, c.groups)
         self.conv_out = nn.Conv2d(ch, 2 * c.latent_channels, 3, padding=1)
@@ -93,13 +99,8 @@ class Decoder(nn.Module):
         chans = [c.base_channels * m for m in c.channel_mults][::-1]     # deepest first
         self.conv_in = nn.Conv2d(c.latent_channels, chans[0], 3, padding=1)
         self.mid = ResBlock(chans[0], chans[0], 0, 0.0, c.groups)
-        layers, ch = [], chans[0]
-        for level, out in enumerate(chans):
-            layers.append(ResBlock(ch, out, 0, 0.0, c.groups))
-            ch = out
-            if level < len(chans) - 1:
-                layers.append(Upsample(ch))
-        self.up = nn.Sequential(*layers)
+        self.up = levels(chans, c.groups, Upsample)
+        ch = chans[-1]
         self.norm_out = group_norm(ch, c.groups)
         self.conv_out = nn.Conv2d(ch, c.image_channels, 3, padding=1)
 
