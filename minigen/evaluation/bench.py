@@ -361,7 +361,7 @@ def finish(rows: list, machine: dict, peaks_again: dict) -> None:
 
 
 def gpu_rows(rows: list, device, repeats: int, deadline: float, only=("train", "sampling", "batch scaling")) -> None:
-    """The `cifar` U-Net (35.7M parameters, 32 px) on a GPU: which CUDA settings pay, what
+    """The `cifar` U-Net (38.3M parameters, 32 px) on a GPU: which CUDA settings pay, what
     torch.compile and CUDA graphs give, batch scaling, and sampling at batch 16. A section that
     would start after `deadline` (time.monotonic()) is skipped, and says so."""
     cfg = unet.preset("cifar", num_classes=10)

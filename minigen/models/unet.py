@@ -52,7 +52,7 @@ PRESETS = {
                        num_heads=2, dropout=0.0, groups=4),
     # The default of train_ddpm.py on a CPU: class-conditional digits in about 15 minutes.
     "cpu": UNetConfig(),
-    # A CIFAR-10-sized network for a GPU (about Ho et al.'s 35.7M-parameter CIFAR model).
+    # A CIFAR-10-sized network for a GPU: 38.3M parameters with 10 classes (Ho et al.'s CIFAR model: 35.7M).
     "cifar": UNetConfig(image_channels=3, image_size=(32, 32), base_channels=128, channel_mults=(1, 2, 2, 2),
                         num_res_blocks=2, attention_resolutions=(16,), num_heads=4, dropout=0.1, groups=32),
 }
