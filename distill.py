@@ -107,6 +107,8 @@ def main(argv=None) -> int:
     if diffusion.prediction == "eps":
         raise MinigenError(f"--teacher {cfg.teacher}: predicts ε; distil a v- or x0-prediction model "
                            "(train_ddpm.py --prediction v, the default)")
+    if pipe.latent is not None:
+        raise MinigenError(f"--teacher {cfg.teacher}: a latent diffusion model; distill.py distils pixel models only")
     plan = rounds(cfg)
     if cfg.start_steps > diffusion.T:
         raise MinigenError(f"--start-steps {cfg.start_steps}: more than the teacher's T = {diffusion.T}")

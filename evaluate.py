@@ -19,7 +19,9 @@ reports, judged by the tiny ViT trained on the real data (train_vit.py):
     images/s   sampling speed (and seconds per image)
 
 The first row measures held-out real test images against the training images: the floor
-that a perfect generator would reach with the same number of images.
+that a perfect generator would reach with the same number of images. An autoencoder (--vae, or
+the one inside a latent diffusion checkpoint) adds a row of its reconstructions of those test
+images, with their PSNR and SSIM: the ceiling any latent model on it can reach.
 Writes OUT/trilemma.json and OUT/trilemma.md (default OUT: runs/eval).
 """
 
@@ -40,7 +42,7 @@ from minigen.device import pick_device, seed_everything
 from minigen.diffusion import SamplerConfig
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import (accuracy, frechet_distance_of, grainy_fraction, inception_score, precision_recall,
-                                        speckle_limit)
+                                        psnr, speckle_limit, ssim)
 from minigen.models.vit import ViT, ViTConfig
 from minigen.models.vit import preset as vit_preset
 
@@ -191,6 +193,15 @@ def main(argv=None) -> int:
     tx, ty = test.batch(torch.arange(min(n, len(test))))
     measure("real test images (floor)", tx, ty, None)
 
+    # ---- autoencoders' reconstructions of the same test images: a latent model's ceiling --------
+    ceilings = ([("VAE reconstructions (ceiling)", vae.reconstruct)] if vae is not None else []) + (
+        [("its autoencoder's reconstructions", pipe.reconstruct)] if pipe is not None and pipe.latent is not None else [])
+    for name, reconstruct in ceilings:
+        rec = torch.cat([reconstruct(tx[i:i + 250].to(device)).cpu() for i in range(0, len(tx), 250)])
+        p, s = psnr(rec, tx), ssim(rec, tx)
+        measure(name, rec, ty, None, note=f"PSNR {p:.2f} dB, SSIM {s:.3f} on {len(tx)} test images")
+        print(f"{'':28s} reconstruction PSNR {p:.2f} dB, SSIM {s:.3f} (held-out test images)")
+
     # ---- the GAN -----------------------------------------------------------------------------
     if gan is not None:
         if gan.image_shape != train.shape:
@@ -220,14 +231,18 @@ def main(argv=None) -> int:
 
     # ---- the diffusion model at several step counts and guidance scales ------------------
     if pipe is not None:
+        if pipe.image_shape != train.shape:
+            raise MinigenError(f"{args.ddpm}: makes {'x'.join(map(str, pipe.image_shape))} images, the judge's "
+                               f"data is {'x'.join(map(str, train.shape))}")
         for sampler, steps, w in runs:
             m = (args.ddpm_n or n) if sampler == "ddpm" else n
             generator = torch.Generator(device=device).manual_seed(args.seed)
             start = time.perf_counter()
-            x = SamplerConfig(sampler, steps).sample(pipe.denoiser(w, sigma_interval=args.guidance_interval,
-                                                                   rescale=args.guidance_rescale),
-                                                     pipe.noise(m, generator),
-                                                     cond=pipe.condition(labels[:m]), generator=generator)
+            sampling = SamplerConfig(sampler, steps, clip_x0=pipe.clip_x0)
+            x = pipe.to_pixels(sampling.sample(pipe.denoiser(w, sigma_interval=args.guidance_interval,
+                                                             rescale=args.guidance_rescale),
+                                               pipe.noise(m, generator), cond=pipe.condition(labels[:m]),
+                                               generator=generator))
             where = f" at σ in ({args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]" if args.guidance_interval else ""
             where += f", rescaled φ={args.guidance_rescale:g}" if args.guidance_rescale else ""
             name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "cm": "consistency"}[sampler]

@@ -17,6 +17,10 @@ Editing with a diffusion checkpoint (minigen/editing.py), each written as a side
     python sample.py --ckpt runs/ddpm/last.pt --invert digit.png --class 5               # DDIM inversion, edit
     python sample.py --ckpt runs/shapes/last.pt --color-target 1,0,0 --color-scale 20     # guidance by a loss
 
+A latent diffusion checkpoint (train_ddpm.py --autoencoder) carries its autoencoder: every flag
+above works on it the same way (the sampler runs on latents; pictures are decoded; an edited
+image is encoded first, and inpainting's mask is taken down to the latent grid).
+
 Same --seed, same images. A missing, corrupt, code-carrying or wrong-kind checkpoint is
 reported in one line, with exit status 2.
 """
@@ -149,6 +153,10 @@ def make_denoiser(args, pipe, labels, net):
     """The network with every guidance asked for: classifier-free (with the negative class),
     loss (colour) and classifier guidance, in that order (thresholding comes with the sampler)."""
     C, K, device = pipe.image_shape[0], pipe.num_classes, pipe.device
+    for flag, given in (("--color-target", args.color_target), ("--classifier", args.classifier),
+                        ("--dynamic-threshold", args.dynamic_threshold)):
+        if given and pipe.latent is not None:
+            raise MinigenError(f"{flag} acts on pixels during sampling; {args.ckpt} samples latents (latent diffusion)")
     negative = None
     if args.negative_class is not None:
         negative = pipe.condition(torch.full((len(labels),), args.negative_class))
@@ -185,7 +193,8 @@ def make_denoiser(args, pipe, labels, net):
 
 
 def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tuple:
-    """Inpainting, SDEdit, DDIM inversion with the sampling loop's pieces: panels, captions, what."""
+    """Inpainting, SDEdit, DDIM inversion with the sampling loop's pieces: panels, captions, what.
+    A latent model edits μ(x)·s of the image (`to_latent`) and decodes the result (`to_pixels`)."""
     d, (C, H, W), device = pipe.diffusion, pipe.image_shape, pipe.device
     progress = not args.no_progress
     cond = pipe.condition(labels)
@@ -201,8 +210,13 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
         jump, resample = args.jump_length or 10, args.resample or 5
         x_T = pipe.noise(n, generator)
         ts = repaint_timesteps(sampler.timesteps(d), jump, resample)
-        result = sampler.sample(denoiser, x_T, ts, cond=cond, generator=generator, progress=progress,
-                                project=repaint_projection(d, image.expand(n, -1, -1, -1), keep, generator))
+        known = pipe.to_latent(image).expand(n, -1, -1, -1)
+        keep_z = keep if pipe.latent is None else pipe.latent.mask(keep)      # (1, 1, h, w) on the latent grid
+        result = pipe.to_pixels(sampler.sample(denoiser, x_T, ts, cond=cond, generator=generator, progress=progress,
+                                               project=repaint_projection(d, known, keep_z, generator)))
+        # Decoding does not give the known pixels back exactly (the autoencoder's reconstruction
+        # error, and cells next to the hole): paste them back, as the user gave them.
+        result = image * keep + (1 - keep) * result
         shown = image * keep + (1 - keep) * -1                              # the known part only
         panels = torch.cat([image, (1 - keep) * 2 - 1, shown, result])     # mask shown white = regenerated
         captions = ["input", "mask", "kept"] + [f"result {i + 1}" for i in range(n)]
@@ -211,21 +225,24 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
         strength = args.strength if args.strength is not None else 0.6
         if round(strength * d.T) < 1:
             raise MinigenError(f"--strength {strength}: less than one step of the chain; use at least {1 / d.T:g}")
-        x_t0, ts = sdedit_start(d, image.expand(n, -1, -1, -1), strength, sampler.timesteps(d), generator)
-        result = sampler.sample(denoiser, x_t0, ts, cond=cond, generator=generator, progress=progress)
+        x_t0, ts = sdedit_start(d, pipe.to_latent(image).expand(n, -1, -1, -1), strength, sampler.timesteps(d), generator)
+        result = pipe.to_pixels(sampler.sample(denoiser, x_t0, ts, cond=cond, generator=generator, progress=progress))
         return torch.cat([image, result]), ["input"] + [f"s={strength}"] * n, f"SDEdit at strength {strength} ({sampler.sampler})"
     # Inversion: the image's class is not given, so invert (and reconstruct) with the unconditional model.
     plain = pipe.denoiser()
     source = pipe.network.null_condition(torch.zeros(1, dtype=torch.long, device=device)) if pipe.num_classes else {}
     ts = sampler.timesteps(d)
-    x_T = ddim_invert(plain, image, ts, cond=source, refine=3, progress=progress)
-    back = SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False).sample(plain, x_T, cond=source,
-                                                                                            progress=False)
+    x_T = ddim_invert(plain, pipe.to_latent(image), ts, cond=source, refine=3, progress=progress)
+    back = pipe.to_pixels(SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False)
+                          .sample(plain, x_T, cond=source, progress=False))
     print(f"DDIM inversion, {sampler.steps} steps: reconstruction PSNR {psnr(back, image):.2f} dB, "
           f"SSIM {ssim(back, image):.4f}")
-    panels, captions = torch.cat([image, x_T.clamp(-1, 1), back]), ["input", "x_T", "reconstructed"]
+    panels, captions = torch.cat([image, back]), ["input", "reconstructed"]
+    if pipe.latent is None:                                                 # x_T is a picture only in pixel space
+        panels, captions = torch.cat([image, x_T.clamp(-1, 1), back]), ["input", "x_T", "reconstructed"]
     if pipe.num_classes and args.class_ is not None:
-        edited = sampler.sample(denoiser, x_T, cond=pipe.condition(labels[:1]), generator=generator, progress=False)
+        edited = pipe.to_pixels(sampler.sample(denoiser, x_T, cond=pipe.condition(labels[:1]), generator=generator,
+                                               progress=False))
         name = pipe.classes[args.class_] if pipe.classes else args.class_
         panels, captions = torch.cat([panels, edited]), captions + [f"as {name}"]
     return panels, captions, "DDIM inversion"
@@ -251,7 +268,9 @@ def main(argv=None) -> int:
         print(f"model: DCGAN at step {pipe.step}, {about}")
     else:
         d = pipe.diffusion
-        print(f"model: DDPM at step {pipe.step}, {about}, prediction {d.prediction}, T = {d.T}")
+        latent = (f", latent diffusion on {'x'.join(map(str, pipe.noise_shape))} latents (f = {pipe.latent.factor})"
+                  if pipe.latent is not None else "")
+        print(f"model: DDPM at step {pipe.step}, {about}, prediction {d.prediction}, T = {d.T}{latent}")
     check_flags(args, pipe.kind)
     for name, value in (("--class", args.class_), ("--negative-class", args.negative_class)):
         if value is not None and not (0 <= value < K):
@@ -300,15 +319,15 @@ def main(argv=None) -> int:
         if not 0 <= eta <= 1:
             raise MinigenError(f"--eta {eta}: must be in [0, 1]")
         sampler = SamplerConfig(sampler_name, steps, eta, args.spacing or "trailing", args.variance or "small",
-                                not args.no_clip, args.dynamic_threshold)
+                                pipe.clip_x0 and not args.no_clip, args.dynamic_threshold)
         denoiser = make_denoiser(args, pipe, labels, net)
         if editing:
             panels, captions, what = edit(args, pipe, sampler, denoiser, labels, generator)
             path = save_grid(panels, out, nrow=len(panels), captions=captions, scale=max(1, 96 // max(H, W)))
             print(f"wrote {path}: {what}, {time.perf_counter() - start:.1f}s")
             return 0
-        x = sampler.sample(denoiser, pipe.noise(n, generator), cond=pipe.condition(labels), generator=generator,
-                           callback=frames, progress=not args.no_progress)
+        x = pipe.to_pixels(sampler.sample(denoiser, pipe.noise(n, generator), cond=pipe.condition(labels),
+                                          generator=generator, callback=frames, progress=not args.no_progress))
         method = f"{sampler.sampler} {steps} steps"
     seconds = time.perf_counter() - start
 
@@ -324,11 +343,14 @@ def main(argv=None) -> int:
     if args.save_dir:
         names = [str(classes[k]) if classes else str(k) for k in labels.tolist()] if K else None
         print(f"wrote {n} PNGs into {save_pngs(x, args.save_dir, names)}")
+    # The reverse process as x_t; a latent model's as the decoded x̂_0 (a decoded noisy latent is no picture).
+    shown = "x_t" if pipe.kind == "gan" or pipe.latent is None else "x0"
     if args.strip:
-        strip, captions = frames.strip(10)
-        print(f"wrote {save_strip(strip, out.with_name(out.stem + '_strip.png'), captions=captions)}")
+        strip, captions = frames.strip(10, of=shown)
+        print(f"wrote {save_strip(pipe.to_pixels(strip), out.with_name(out.stem + '_strip.png'), captions=captions)}")
     if args.gif:
-        print(f"wrote {save_gif([frames.x_t[i] for i in frames.picks(40)], out.with_suffix('.gif'))}")
+        kept = frames.x_t if shown == "x_t" else frames.x0
+        print(f"wrote {save_gif([pipe.to_pixels(kept[i]) for i in frames.picks(40)], out.with_suffix('.gif'))}")
     print(f"{method}: {n} images in {seconds:.2f}s ({n / seconds:.1f} images/s, {seconds / n:.4f} s/image"
           + (", including the compilation" if args.compile or args.cuda_graphs else "") + ")")
 
@@ -345,8 +367,9 @@ def main(argv=None) -> int:
             ends = pipe.noise(2, generator)
             ddim = SamplerConfig("ddim", sampler.steps, 0.0, sampler.spacing, clip_x0=sampler.clip_x0,
                                  dynamic_threshold=sampler.dynamic_threshold)
-            walk = ddim.sample(make_denoiser(args, pipe, label, net), slerp(ends[0], ends[1], fractions).to(device),
-                               cond=pipe.condition(label), generator=generator, progress=not args.no_progress)
+            walk = pipe.to_pixels(ddim.sample(make_denoiser(args, pipe, label, net),
+                                              slerp(ends[0], ends[1], fractions).to(device), cond=pipe.condition(label),
+                                              generator=generator, progress=not args.no_progress))
         strip = save_strip(walk, out.with_name(out.stem + "_interp.png"),
                            captions=[f"{s:.2f}" for s in fractions.tolist()])
         gif = save_gif(list(walk) + list(walk.flip(0)), out.with_name(out.stem + "_interp.gif"), duration_ms=120)

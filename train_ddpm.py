@@ -4,12 +4,19 @@
     python train_ddpm.py --dataset shapes --steps 3000    # the built-in RGB shapes
     python train_ddpm.py --dataset folder:~/cars --image-size 64 --preset cifar --amp --compile
     python train_ddpm.py --resume                         # continue runs/ddpm/last.pt to --steps
+    python train_ddpm.py --dataset fashion --autoencoder runs/vae-fashion/last.pt --out runs/ldm-fashion
+                                                          # latent diffusion on a train_vae.py autoencoder
     torchrun --nproc_per_node 2 train_ddpm.py ...         # DistributedDataParallel, one process per device
 
 Writes into --out (default runs/ddpm): last.pt (checkpoint), metrics.jsonl, forward.png (the
 forward process on one image), samples/step_NNNNNN.png and strips/step_NNNNNN.png (guided
 samples from fixed noise and the reverse process of one of them, at every --sample-every
 steps), and at the end samples.png (a row per class) and reverse.png.
+
+With --autoencoder the same U-Net learns to denoise the autoencoder's latents s·z instead of
+pixels (latent diffusion, Rombach et al. 2022; minigen/diffusion/latent.py): s is measured on the
+data at the start, and the autoencoder is embedded in the checkpoint, so sampling needs no
+second file. Pictures show decoded images (and the strips decoded x̂_0).
 
 Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 """
@@ -25,13 +32,15 @@ import torch
 from minigen.cli import at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
+from minigen import pipelines
 from minigen.diffusion import PREDICTIONS, Diffusion, DiffusionConfig, Frames, SamplerConfig
+from minigen.diffusion.latent import LatentSpace
 from minigen.diffusion.samplers import frame_caption
 from minigen.diffusion.schedules import NAMES as SCHEDULES
 from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_flops, count_parameters
 from minigen.images import save_grid, save_strip
-from minigen.models.unet import PRESETS, UNet, preset
+from minigen.models.unet import PRESETS, UNet, fit_grid, preset
 from minigen.pipelines import DiffusionPipeline
 from minigen.training.ema import EMA
 from minigen.training.lifecycle import Run, RunConfig
@@ -41,6 +50,8 @@ from minigen.training.lr import warmup_cosine
 @dataclass
 class TrainConfig(DataConfig, RunConfig):
     preset: str = setting("cpu", "U-Net size", choices=PRESETS)
+    autoencoder: str | None = setting(None, "latent diffusion: denoise the latents of this train_vae.py checkpoint "
+                                            "(made on the same data and image size) instead of pixels")
     dropout: float | None = setting(None, "dropout in the U-Net's ResBlocks (default: the preset's, 0.1; 0 trains "
                                           "about 1.1x faster on a CPU, README Performance)",
                                    check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
@@ -104,13 +115,15 @@ def train_step(model, net, diffusion: Diffusion, optimizer, ema: EMA, batch, cfg
 
 def draw(pipe: DiffusionPipeline, x_T, labels, cfg, progress: bool = False):
     """Guided DDIM samples from x_T, and the reverse process of the first one as a strip of
-    x_T and ten frames, each captioned with the timestep its image is at."""
-    sampler = SamplerConfig("ddim", steps=cfg.sample_steps)
+    x_T and ten frames, each captioned with the timestep its image is at. A latent model's
+    strip shows the decoded x̂_0 of each step instead (a decoded noisy latent is no picture)."""
+    sampler = SamplerConfig("ddim", steps=cfg.sample_steps, clip_x0=pipe.clip_x0)
     frames = Frames()
     x = sampler.sample(pipe.denoiser(cfg.guidance), x_T, cond=pipe.condition(labels), callback=frames, progress=progress)
-    strip, captions = frames.strip(10)
+    strip, captions = frames.strip(10, of="x_t" if pipe.latent is None else "x0")
     t_T = sampler.timesteps(pipe.diffusion)[0]
-    return x, torch.cat([x_T[:1].cpu(), strip]), [frame_caption(t_T)] + captions
+    first = x_T[:1] if pipe.latent is None else pipe.to_pixels(torch.zeros_like(x_T[:1]))   # latent: D(0), the mean
+    return pipe.to_pixels(x), torch.cat([first.cpu(), pipe.to_pixels(strip).cpu()]), [frame_caption(t_T)] + captions
 
 
 def main(argv=None) -> int:
@@ -130,9 +143,27 @@ def main(argv=None) -> int:
     say(f"data: {cfg.dataset}, {len(data)} images of {C}x{H}x{W}, "
         + (f"{len(data.classes)} classes (class-conditional)" if conditional else "unconditional"))
 
+    # ---- latent diffusion: the frozen autoencoder and the scale of its latents ---------------
+    latent = None
+    if run_.state is not None and "latent" in run_.state["extra"]:        # resumed: the one it began with
+        latent = LatentSpace.from_state(run_.state["extra"]["latent"], str(run_.ckpt_path)).to(device)
+    elif cfg.autoencoder:
+        vae = pipelines.load(cfg.autoencoder, device, kind="vae")
+        if vae.image_shape != (C, H, W):
+            raise MinigenError(f"--autoencoder {cfg.autoencoder}: encodes {'x'.join(map(str, vae.image_shape))} images; "
+                               f"the data is {C}x{H}x{W} (train it with the same --dataset and --image-size)")
+        x_fit = data.batch(torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))[:1024])[0]
+        latent = LatentSpace.fit(vae.network, x_fit.to(device), torch.Generator(device).manual_seed(cfg.seed),
+                                 source=str(cfg.autoencoder))
+    if latent is not None:
+        C, H, W = latent.autoencoder.config.latent_shape                 # the U-Net works on the latent grid
+        say(f"latent diffusion: {latent.source} (f = {latent.factor}), latents {C}x{H}x{W}, scale s = {latent.scale:.4f}")
+
     # ---- model, diffusion, optimizer, EMA ---------------------------------------------------
-    model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(data.classes) if conditional else 0,
+    model_cfg = preset(cfg.preset, image_channels=C, num_classes=len(data.classes) if conditional else 0,
                        **({"dropout": cfg.dropout} if cfg.dropout is not None else {}))
+    # pixels: the preset at the data's size; latents: its levels and attention fitted to the small grid
+    model_cfg = fit_grid(model_cfg, (H, W)) if latent is not None else dataclasses.replace(model_cfg, image_size=(H, W))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = UNet(model_cfg).to(device).to(memory_format=memory_format)
     diffusion_cfg = DiffusionConfig(cfg.schedule, cfg.T, cfg.prediction)
@@ -155,17 +186,19 @@ def main(argv=None) -> int:
         fixed_noise, fixed_labels = run_.state["extra"]["fixed_noise"], run_.state["extra"]["fixed_labels"]
     start = run_.attach(model, model_cfg, ema=ema, optimizer=optimizer, scheduler=scheduler,
                         extra={"diffusion": dataclasses.asdict(diffusion_cfg), "classes": list(data.classes),
-                               "fixed_noise": fixed_noise, "fixed_labels": fixed_labels},
+                               "fixed_noise": fixed_noise, "fixed_labels": fixed_labels,
+                               **({"latent": latent.state()} if latent is not None else {})},
                         classes=list(data.classes) if conditional else [])
     fixed_noise, fixed_labels = fixed_noise.to(device), fixed_labels.to(device)
-    pipe = DiffusionPipeline(ema.model, diffusion, list(data.classes))           # samples come from the EMA weights
+    pipe = DiffusionPipeline(ema.model, diffusion, list(data.classes), latent=latent)   # samples: the EMA weights
 
     net = run_.wrap(model)
     net = torch.compile(net, mode="reduce-overhead" if cfg.cuda_graphs else "default") if cfg.compile else net
     if run_.main and start == 0:
-        frames, ts = diffusion.forward_strip(data.batch(torch.tensor([0]))[0][0], frames=10, generator=g)
-        say(f"wrote {save_strip(frames, run_.out / 'forward.png', captions=[frame_caption(t) for t in ts])} "
-            "(the forward process on one training image)")
+        first = pipe.to_latent(data.batch(torch.tensor([0]))[0])[0].cpu()
+        frames, ts = diffusion.forward_strip(first, frames=10, generator=g)
+        say(f"wrote {save_strip(pipe.to_pixels(frames), run_.out / 'forward.png', captions=[frame_caption(t) for t in ts])} "
+            "(the forward process on one training image" + (", each frame decoded)" if latent else ")"))
 
     # ---- training loop: Ho et al. Algorithm 1 ------------------------------------------------
     with run_:
@@ -173,7 +206,10 @@ def main(argv=None) -> int:
             model.train()
             x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world),
                                flip=cfg.flip)
-            batch = x0.to(device, memory_format=memory_format, non_blocking=True), y.to(device, non_blocking=True)
+            x0 = x0.to(device, non_blocking=True)
+            if latent is not None:                # z_0 = s·z, z ~ q(z | x_0): a fresh draw every step
+                x0 = latent.encode(x0)
+            batch = x0.contiguous(memory_format=memory_format), y.to(device, non_blocking=True)
             if cfg.cuda_graphs:                   # a new iteration: the last step's graph outputs are done with
                 torch.compiler.cudagraph_mark_step_begin()
             loss, grad_norm = train_step(model, net, diffusion, optimizer, ema, batch, cfg)

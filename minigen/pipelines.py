@@ -9,8 +9,13 @@ A pipeline holds the network with its EMA weights, the settings it was trained w
 sampling needs (the diffusion process, stored as its own config), the samples' shape and the
 class names. Scripts, the benchmark and a notebook all load models here; none rebuilds one.
 Kinds: "ddpm" (DiffusionPipeline), "gan" (GANPipeline), "vae" (AutoencoderPipeline), "vit"
-(ClassifierPipeline). Latent diffusion (an autoencoder under a U-Net) or a text encoder and
-tokenizer would be more fields here.
+(ClassifierPipeline). A latent diffusion model is a DiffusionPipeline with a `latent` space (the
+frozen autoencoder and its scale, embedded in the checkpoint): the sampler works on latents,
+
+    x = pipe.to_pixels(SamplerConfig(...).sample(pipe.denoiser(), pipe.noise(16)))   # (16, C, H, W)
+
+and `to_pixels` / `to_latent` are the identity for a pixel model, so callers write one path.
+A text encoder and tokenizer would be more fields here.
 """
 
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 
 from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig
+from .diffusion.latent import LatentSpace
 from .errors import CheckpointError, MinigenError
 from .models.autoencoder import Autoencoder, AutoencoderConfig
 from .models.dcgan import DCGANConfig, Discriminator, Generator
@@ -56,7 +62,38 @@ class DiffusionPipeline(Pipeline):
     step: int = 0                       # training steps behind these weights
     data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
     distilled_steps: int | None = None  # a distilled student: the DDIM steps it was trained to take (distil.py)
+    latent: LatentSpace | None = None   # latent diffusion: the network denoises s·z, z = E(x) (diffusion/latent.py)
     kind = "ddpm"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The pixels it makes (C, H, W); the network's own space is `noise_shape`."""
+        if self.latent is None:
+            return self.noise_shape
+        config = self.latent.autoencoder.config
+        return (config.image_channels, *config.image_size)
+
+    @property
+    def noise_shape(self) -> tuple[int, int, int]:
+        """What the sampler works on: pixels, or the latent grid (c, H/f, W/f)."""
+        return (self.network.config.image_channels, *self.network.config.image_size)
+
+    @property
+    def clip_x0(self) -> bool:
+        """Whether x̂_0 may be clipped to [−1, 1]: pixels live there; scaled latents do not."""
+        return self.latent is None
+
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The sampler's output as pixels: decoded for a latent model, as is otherwise."""
+        return x if self.latent is None else self.latent.decode(x.to(self.device))
+
+    def to_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels as the sampler's start or target (editing): μ(x)·s for a latent model."""
+        return x if self.latent is None else self.latent.encode(x.to(self.device), sample=False)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """x through the latent space and back, D(μ(x)): the best a latent model can draw x."""
+        return self.to_pixels(self.to_latent(x))
 
     def condition(self, labels: torch.Tensor | None) -> dict:
         """The network's keyword arguments for these class labels ({} for an unconditional model)."""
@@ -80,8 +117,8 @@ class DiffusionPipeline(Pipeline):
         return Denoiser(self.diffusion, network)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x_T ~ N(0, I), (n, C, H, W)."""
-        return torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+        """x_T ~ N(0, I), (n, C, H, W), or z_T on the latent grid for a latent model."""
+        return torch.randn((n, *self.noise_shape), generator=generator, device=self.device)
 
 
 @dataclass
@@ -150,6 +187,11 @@ class AutoencoderPipeline(Pipeline):
         z = torch.randn((n, *self.network.config.latent_shape), generator=generator, device=self.device)
         return self.network.decode(z).clamp(-1, 1)
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """D(μ(x)), clipped to [−1, 1]: the image through the latent grid and back."""
+        return self.network.decode(self.network.encode(x.to(self.device))[0]).clamp(-1, 1)
+
 
 @dataclass
 class ClassifierPipeline(Pipeline):
@@ -186,7 +228,10 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
         if state["kind"] == "ddpm":
             network = _ready(UNet(UNetConfig(**state["config"])), _weights(state), device)
             diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"])).to(device)
-            return DiffusionPipeline(network, diffusion, classes, step, data, state["extra"].get("distilled_steps"))
+            latent = state["extra"].get("latent")
+            latent = LatentSpace.from_state(latent, str(path)).to(device) if latent is not None else None
+            return DiffusionPipeline(network, diffusion, classes, step, data, state["extra"].get("distilled_steps"),
+                                     latent)
         if state["kind"] == "gan":
             config = DCGANConfig(**state["config"])
             G = _ready(Generator(config), _weights(state), device)

@@ -168,7 +168,9 @@ class Frames:
         """n evenly spaced frame indices, the last frame included."""
         return torch.linspace(0, len(self.t) - 1, min(n, len(self.t))).round().long().tolist()
 
-    def strip(self, n: int = 10, image: int = 0) -> tuple[torch.Tensor, list[str]]:
-        """n frames of one image (n, C, H, W) and their captions."""
+    def strip(self, n: int = 10, image: int = 0, of: str = "x_t") -> tuple[torch.Tensor, list[str]]:
+        """n frames of one image (n, C, H, W), x_t or (`of="x0"`) the x̂_0 predicted on the way
+        there, and their captions."""
         picks = self.picks(n)
-        return torch.stack([self.x_t[i][image] for i in picks]), [frame_caption(self.t[i]) for i in picks]
+        kept = self.x_t if of == "x_t" else self.x0
+        return torch.stack([kept[i][image] for i in picks]), [frame_caption(self.t[i]) for i in picks]

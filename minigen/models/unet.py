@@ -65,6 +65,18 @@ def preset(name: str, **overrides) -> UNetConfig:
     return replace(PRESETS[name], **overrides)
 
 
+def fit_grid(config: UNetConfig, size: tuple[int, int]) -> UNetConfig:
+    """The same network for a smaller grid (a latent one: 8x8, 7x7): as many of its levels as
+    the grid halves into evenly (each level halves it), and self-attention at the same depths
+    as before (the deepest kept level for a depth that is gone)."""
+    H, W = size
+    levels = max(L for L in range(1, len(config.channel_mults) + 1) if H % 2 ** (L - 1) == 0 and W % 2 ** (L - 1) == 0)
+    native = min(config.image_size)
+    depths = {i for i in range(len(config.channel_mults)) if native // 2**i in config.attention_resolutions}
+    attention = tuple(sorted({min(H, W) // 2 ** min(i, levels - 1) for i in depths}, reverse=True))
+    return replace(config, image_size=(H, W), channel_mults=config.channel_mults[:levels], attention_resolutions=attention)
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv3x3, then the embedding as scale and shift of the normalised
     features, h ← GN(h)·(1 + scale) + shift (Dhariwal & Nichol 2021, §3 "AdaGN"), -> SiLU ->
