@@ -3,7 +3,8 @@ it can be downloaded from. A new source (a system folder, another data set) is o
 
     name      reader                            classes              download
     glyphs    generated here (glyphs.py)        the digits 0-9       -
-    shapes    generated here (shapes.py)        7 shapes            -
+    shapes    generated here (shapes.py)        4 shapes             -
+    shapes64  the same drawn at 64x64           4 shapes             -
     mnist     IDX files (readers.py)            the digits 0-9       LeCun et al.'s files
     fashion   IDX files                         10 clothing classes  Xiao et al. 2017's files
     cifar10   CIFAR python batches              10 object classes    Krizhevsky 2009's archive
@@ -63,6 +64,9 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 REGISTRY = {s.name: s for s in [
     Source("glyphs", "MNIST-like digits drawn here, 28x28 grayscale", glyphs.CLASSES, make=glyphs.make_glyphs),
     Source("shapes", "coloured shapes drawn here, 32x32 RGB", shapes.CLASSES, make=shapes.make_shapes),
+    # 64 px for latent diffusion's comparison: drawn, not upscaled; 20,000 images (60,000 would be 737 MB)
+    Source("shapes64", "coloured shapes drawn here, 64x64 RGB", shapes.CLASSES, make=partial(shapes.make_shapes, size=64),
+           sizes=(20_000, 2_000)),
     Source("mnist", "handwritten digits, 28x28 grayscale (LeCun et al. 1998)", glyphs.CLASSES,
            read=readers.read_mnist_like, holds=IDX_FILES,
            mirrors=["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],

@@ -1,4 +1,5 @@
-"""`shapes`: coloured geometric shapes on varied backgrounds, 32x32 RGB, drawn here.
+"""`shapes`: coloured geometric shapes on varied backgrounds, 32x32 RGB, drawn here (`shapes64`:
+the same drawn at 64x64, every length doubled, for models where resolution matters).
 
 The RGB counterpart of `glyphs`, so the colour path of every model runs without a
 download. Each image holds one shape of a random size, position, rotation and colour
@@ -44,30 +45,32 @@ def _sdf(k: int, px: torch.Tensor, py: torch.Tensor, r: torch.Tensor) -> torch.T
     raise ValueError(f"no signed distance function for class {name!r}")
 
 
-def make_shapes(n: int, seed: int, chunk: int = 5000) -> tuple[np.ndarray, np.ndarray]:
-    """Generate `n` shapes deterministically from `seed`.
+def make_shapes(n: int, seed: int, chunk: int = 5000, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Generate `n` shapes deterministically from `seed`, drawn at size x size (lengths scale
+    with size / 32: the same pictures, more pixels; 32 gives the original set bit for bit).
 
-    Returns images (n, 3, 32, 32) uint8 and labels (n,) int64.
+    Returns images (n, 3, size, size) uint8 and labels (n,) int64.
     """
     g = torch.Generator().manual_seed(seed)
-    parts = [_draw(min(chunk, n - start), g) for start in range(0, n, chunk)]
+    parts = [_draw(min(chunk, n - start), g, size) for start in range(0, n, chunk)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _draw(n: int, g: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _draw(n: int, g: torch.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     def uniform(*shape, lo=0.0, hi=1.0) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(*shape, generator=g)
 
     label = torch.randint(0, len(CLASSES), (n,), generator=g)
-    r = uniform(n, 1, 1, lo=5.0, hi=11.0)                                  # radius in pixels
-    cx, cy = uniform(n, 1, 1, lo=10, hi=22), uniform(n, 1, 1, lo=10, hi=22)
+    k = size / SIZE                                                        # lengths in pixels of a 32x32 image
+    r = uniform(n, 1, 1, lo=5.0 * k, hi=11.0 * k)                          # radius in pixels
+    cx, cy = uniform(n, 1, 1, lo=10 * k, hi=22 * k), uniform(n, 1, 1, lo=10 * k, hi=22 * k)
     angle = uniform(n, 1, 1, lo=0, hi=2 * math.pi)
 
-    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")  # (H, W)
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")  # (H, W)
     dx, dy = xs - cx, ys - cy                                              # (N, H, W)
     px = torch.cos(angle) * dx + torch.sin(angle) * dy                     # rotate into the shape's frame
     py = -torch.sin(angle) * dx + torch.cos(angle) * dy
-    d = torch.empty(n, SIZE, SIZE)
+    d = torch.empty(n, size, size)
     for k in range(len(CLASSES)):
         idx = label == k
         d[idx] = _sdf(k, px[idx], py[idx], r[idx])                         # (N, H, W) signed distances
@@ -76,7 +79,7 @@ def _draw(n: int, g: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
     # Background: a linear gradient between two colours along a random direction.
     bg_a, bg_b = uniform(n, 3, 1, 1), uniform(n, 3, 1, 1)
     direction = uniform(n, 1, 1, lo=0, hi=2 * math.pi)
-    ramp = ((torch.cos(direction) * xs + torch.sin(direction) * ys) / SIZE + 1) / 2  # (N, H, W) in [0, 1]
+    ramp = ((torch.cos(direction) * xs + torch.sin(direction) * ys) / size + 1) / 2  # (N, H, W) in [0, 1]
     background = torch.lerp(bg_a, bg_b, ramp[:, None])                     # (N, 3, H, W)
     # Foreground: a colour far from the background's mean, so every shape is visible.
     fg = (background.mean(dim=(2, 3), keepdim=True) + uniform(n, 3, 1, 1, lo=0.35, hi=0.65)) % 1.0
