@@ -41,6 +41,8 @@ class ViTTrainConfig(DataConfig, RunConfig):
     shift: float = setting(0.07, "random translation of training images by up to this fraction of their size (0: off)",
                           check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
     preset: str = setting("cpu", "ViT size", choices=PRESETS)
+    patch_size: int | None = setting(None, "patch size P (default: the preset's, 4; e.g. 8 for 64 px images: "
+                                           "a quarter of the tokens)", check=at_least(1))
     steps: int = setting(3500, "optimizer steps", runtime=True, check=at_least(1))
     batch_size: int = setting(128, "images per step (per process under torchrun)", check=at_least(1))
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
 
     # ---- model, optimizer -----------------------------------------------------------------
     model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(train.classes),
-                       time_conditioned=cfg.noisy)
+                       time_conditioned=cfg.noisy, **({"patch_size": cfg.patch_size} if cfg.patch_size else {}))
     P = model_cfg.patch_size
     if H % P or W % P:
         raise MinigenError(f"--preset {cfg.preset} cuts images into {P}x{P} patches, which do not tile "

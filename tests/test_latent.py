@@ -82,6 +82,18 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
     import numpy as np
     assert np.load(tmp_path / "s.npz")["images"].shape == (10, 28, 28, 1)   # decoded to pixels
     assert "latent diffusion on 2x14x14 latents" in capsys.readouterr().out
+    # every sampler and edit works on latents; a pixel-space guidance is refused in one line
+    ckpt = ["--ckpt", str(tmp_path / "whole" / "last.pt"), "--no-progress", "-n", "2", "--class", "1"]
+    image = tmp_path / "s_strip.png"
+    assert sample.run(sample.main, ckpt + ["--sampler", "dpm++", "--steps", "2", "--strip", "--out", str(out)]) == 0
+    assert image.is_file()
+    from PIL import Image
+    Image.open(image).convert("L").resize((28, 28)).save(tmp_path / "in.png")
+    for edit in (["--inpaint", str(tmp_path / "in.png"), "--mask-box", "0,0,14,28", "--resample", "1"],
+                 ["--init", str(tmp_path / "in.png")], ["--invert", str(tmp_path / "in.png"), "-n", "1"]):
+        assert sample.run(sample.main, ckpt + ["--steps", "2", "--out", str(tmp_path / "edit.png")] + edit) == 0
+    assert sample.run(sample.main, ckpt + ["--color-target", "1", "--out", str(tmp_path / "c.png")]) == 2
+    assert "acts on pixels during sampling" in capsys.readouterr().err
 
 
 def test_a_missing_or_altered_autoencoder_is_refused_in_one_line(autoencoder, tmp_path, capsys):
@@ -102,3 +114,30 @@ def test_a_missing_or_altered_autoencoder_is_refused_in_one_line(autoencoder, tm
     with pytest.raises(CheckpointError, match="embedded autoencoder .* was altered") as e:
         pipelines.load(tmp_path / "altered.pt")
     assert "\n" not in str(e.value)
+
+
+def test_the_latent_bench_counts_the_decoder_once_and_the_u_net_at_every_guided_step(autoencoder, tmp_path):
+    """Sampling FLOPs per image from the bench's whole-run count, against a second derivation from
+    single forward passes: steps × 2 (guidance runs the conditional and the null pass) × the
+    U-Net's forward, plus one decoder pass for the latent model."""
+    import json
+
+    from minigen.evaluation import latent_bench
+    from minigen.evaluation.cost import count_flops
+    common = ["--preset", "tiny", "--steps", "1", "--batch-size", "8", "--max-images", "16", "--sample-every", "0",
+              "--sample-steps", "1"]
+    assert train_ddpm.run(train_ddpm.main, common + ["--out", str(tmp_path / "pixel")]) == 0
+    assert train_ddpm.run(train_ddpm.main, common + ["--autoencoder", str(autoencoder), "--out", str(tmp_path / "latent")]) == 0
+    assert latent_bench.main(["--pixel", str(tmp_path / "pixel" / "last.pt"), "--latent", str(tmp_path / "latent" / "last.pt"),
+                              "--batch", "4", "--sample-batch", "2", "--steps", "3", "--repeats", "1",
+                              "--out", str(tmp_path / "bench")]) == 0
+    report = json.loads((tmp_path / "bench" / "latent_bench.json").read_text())
+    pixel, latent = (pipelines.load(tmp_path / name / "last.pt") for name in ("pixel", "latent"))
+    y = torch.zeros(1, dtype=torch.long)
+    unet = lambda pipe: count_flops(pipe.network, pipe.noise(1), torch.zeros(1, dtype=torch.long), y)
+    decoder = count_flops(latent.latent.autoencoder.decoder, latent.noise(1))
+    expected = {"pixel": 3 * 2 * unet(pixel), "latent": 3 * 2 * unet(latent) + decoder}
+    for row in report["rows"]:
+        assert row["sample_gflop_per_image"] * 1e9 == pytest.approx(expected[row["model"]], rel=1e-6)
+    assert report["ratio"]["sample"] == pytest.approx(report["rows"][1]["sample_images_per_s"]
+                                                      / report["rows"][0]["sample_images_per_s"])

@@ -49,7 +49,7 @@ class AutoencoderConfig:
 PRESETS = {
     "tiny": AutoencoderConfig(base_channels=8, channel_mults=(1, 2), latent_channels=2, groups=4),   # tests
     "f4": AutoencoderConfig(),                                                                    # 28-32 px
-    "f8": AutoencoderConfig(image_channels=3, image_size=(64, 64), base_channels=32, channel_mults=(1, 2, 2, 4)),
+    "f8": AutoencoderConfig(image_channels=3, image_size=(64, 64), base_channels=16, channel_mults=(1, 2, 2, 4)),
 }
 
 
