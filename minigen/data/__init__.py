@@ -25,7 +25,7 @@ from ..errors import DataError
 from ..images import to_uint8  # noqa: F401  (the inverse of to_float, kept beside it for readers)
 from . import readers
 from .download import download
-from .registry import DOWNLOADABLE, NAMES, REGISTRY, folder_path
+from .registry import DOWNLOADABLE, NAMES, REGISTRY, Captioning, class_captioning, folder_path
 
 
 def cache_dir() -> Path:
@@ -71,11 +71,30 @@ def _names(text: str | None) -> list[str] | None:
 
 @dataclass
 class ImageSet:
-    """Images (N, C, H, W) uint8, labels (N,) int64 and class names."""
+    """Images (N, C, H, W) uint8, labels (N,) int64 and class names; for a set drawn from named
+    attributes (captioned-shapes) also those attributes (N, A) int64; and how to caption them."""
     name: str
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str] = field(default_factory=list)
+    attributes: torch.Tensor | None = None
+    captioning: Captioning | None = None
+
+    @property
+    def facts(self) -> torch.Tensor:
+        """What the captions name, (N, A): the attributes, or the label as the one attribute."""
+        return self.attributes if self.attributes is not None else self.labels[:, None]
+
+    def captions(self, index: torch.Tensor, phrasing: int | None = None,
+                 generator: torch.Generator | None = None) -> list[str]:
+        """The captions of the images at `index`: in phrasing `phrasing`, or each in a phrasing
+        drawn at random (a different wording of the same facts at every visit, for training)."""
+        describe = (self.captioning or class_captioning(self.classes)).describe
+        facts = self.facts[index]
+        if phrasing is not None:
+            return describe(facts, phrasing)
+        picks = torch.randint(0, 12, (len(facts),), generator=generator).tolist()   # 12: a multiple of 3 and 4
+        return [describe(f[None], p)[0] for f, p in zip(facts, picks)]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -106,7 +125,8 @@ class ImageSet:
         chosen = keep.nonzero().flatten()[:limit]
         if len(chosen) == 0:
             raise DataError(f"{self.name}: no images left after the class filters")
-        return ImageSet(self.name, self.images[chosen], self.labels[chosen], self.classes)
+        return ImageSet(self.name, self.images[chosen], self.labels[chosen], self.classes,
+                        None if self.attributes is None else self.attributes[chosen], self.captioning)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.images[i]), self.labels[i]
@@ -160,7 +180,7 @@ def _generated(name: str, split: str, n: int | None, seed: int) -> tuple[np.ndar
                 return f["images"], f["labels"]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)       # a damaged cache entry is simply made again
-    images, labels = source.make(n, stream)
+    images, labels = source.make(n, stream, split) if source.takes_split else source.make(n, stream)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -229,7 +249,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
         if size is None:
             raise DataError("a folder data set needs a size (e.g. --image-size 64)")
         images, labels, classes = readers.read_folder(folder, size, channels or 3)
-        return ImageSet(name, torch.from_numpy(images), torch.from_numpy(labels), classes)
+        return ImageSet(name, torch.from_numpy(images), torch.from_numpy(labels), classes,
+                        captioning=class_captioning(classes))
     if name not in REGISTRY:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(NAMES)}")
     source = REGISTRY[name]
@@ -243,7 +264,10 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
             images, labels = images[:n], labels[:n]
     classes = source.classes
     images = _convert(torch.from_numpy(np.ascontiguousarray(images)), name, size, channels)
-    return ImageSet(name, images, torch.from_numpy(np.ascontiguousarray(labels)), list(classes))
+    labels = torch.from_numpy(np.ascontiguousarray(labels))
+    attributes = labels if labels.ndim == 2 else None          # named attributes; the class is the first
+    return ImageSet(name, images, labels[:, 0].contiguous() if attributes is not None else labels, list(classes),
+                    attributes, source.captioning or class_captioning(classes))
 
 
 def train_and_test(name: str, **kwargs) -> tuple[ImageSet, ImageSet]:
@@ -255,5 +279,6 @@ def train_and_test(name: str, **kwargs) -> tuple[ImageSet, ImageSet]:
     held = torch.arange(len(images)) % 10 == 0
     if held.all():
         raise DataError(f"{name}: {len(images)} image(s) cannot be split into a train and a test set; add more")
-    pick = lambda keep: ImageSet(name, images.images[keep], images.labels[keep], images.classes)
+    pick = lambda keep: ImageSet(name, images.images[keep], images.labels[keep], images.classes,
+                                 captioning=images.captioning)
     return pick(~held), pick(held)

@@ -5,10 +5,13 @@ it can be downloaded from. A new source (a system folder, another data set) is o
     glyphs    generated here (glyphs.py)        the digits 0-9       -
     shapes    generated here (shapes.py)        4 shapes             -
     shapes64  the same drawn at 64x64           4 shapes             -
+    captioned-shapes  drawn here, with captions (captioned.py)  4 shapes  -
     mnist     IDX files (readers.py)            the digits 0-9       LeCun et al.'s files
     fashion   IDX files                         10 clothing classes  Xiao et al. 2017's files
     cifar10   CIFAR python batches              10 object classes    Krizhevsky 2009's archive
 A folder of the user's images is `folder:PATH` (readers.read_folder): its classes are its subfolders.
+Every set has captions (`captions`): captioned-shapes names five attributes per image; the others
+name the class ("a picture of a sneaker", "the digit 7").
 Real data is looked for in the data root (ROOT/name), then where an operating-system package puts
 it (Fashion-MNIST: Debian's dataset-fashion-mnist, /usr/share/datasets/fashion-mnist; Debian has
 no MNIST or CIFAR-10 package).
@@ -19,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from . import glyphs, readers, shapes
+from . import captioned, glyphs, readers, shapes
 
 FOLDER = "folder:"
 
@@ -35,6 +38,8 @@ class Source:
     make: Callable | None = None
     sizes: tuple[int, int] = (60_000, 10_000)
     version: int = 1                                 # of the generator: a new version is a new cache entry
+    takes_split: bool = False                        # make(n, seed, split): the splits differ in kind (held-out pairs)
+    captioning: "Captioning | None" = None           # its own captions (default: ones naming the class)
     # for --download: mirrors tried in order, and {file name: published MD5}
     mirrors: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
@@ -56,18 +61,41 @@ FASHION_CONTENTS = {
 }
 
 
+@dataclass(frozen=True)
+class Captioning:
+    """What the words of a data set's captions name, and how they are made.
+    facts: an image's attribute indices (A,), in the order of `attributes`; for a labelled set, (label,)."""
+    attributes: dict[str, list[str]]                 # name -> its values' words; the class comes first
+    describe: Callable                               # (facts (N, A), phrasing) -> N captions
+    held_out: Callable | None = None                 # facts (N, A) -> (N,) bool: never in the training split
+
+
+def class_captioning(classes: list[str], template: str = "a picture of a {}") -> Captioning:
+    """Captions that name an image's class, in three phrasings: "a picture of a sneaker", "a sneaker",
+    "sneaker" (lower case; `template` for the first, e.g. "the digit {}")."""
+    phrasings = [template, "a {}", "{}"]
+    return Captioning({"class": list(classes)},
+                      lambda facts, phrasing=0: [phrasings[phrasing % 3].format(classes[int(f[0])].lower()) for f in facts])
+
+
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 REGISTRY = {s.name: s for s in [
-    Source("glyphs", "MNIST-like digits drawn here, 28x28 grayscale", glyphs.CLASSES, make=glyphs.make_glyphs),
+    Source("glyphs", "MNIST-like digits drawn here, 28x28 grayscale", glyphs.CLASSES, make=glyphs.make_glyphs,
+           captioning=class_captioning(glyphs.CLASSES, "the digit {}")),
     Source("shapes", "coloured shapes drawn here, 32x32 RGB", shapes.CLASSES, make=shapes.make_shapes),
+    Source("captioned-shapes", "shapes drawn here from five named attributes, with captions, 32x32 RGB", shapes.CLASSES,
+           make=captioned.make_captioned_shapes, takes_split=True, sizes=(30_000, 6_000),
+           captioning=Captioning(captioned.ATTRIBUTES, lambda facts, phrasing=0: [captioned.caption(f, phrasing) for f in facts],
+                                 captioned.is_held_out)),
     # 64 px for latent diffusion's comparison: drawn, not upscaled; 20,000 images (60,000 would be 737 MB)
     Source("shapes64", "coloured shapes drawn here, 64x64 RGB", shapes.CLASSES, make=partial(shapes.make_shapes, size=64),
            sizes=(20_000, 2_000)),
     Source("mnist", "handwritten digits, 28x28 grayscale (LeCun et al. 1998)", glyphs.CLASSES,
+           captioning=class_captioning(glyphs.CLASSES, "the digit {}"),
            read=readers.read_mnist_like, holds=IDX_FILES,
            mirrors=["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
            files={"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",

@@ -7,6 +7,8 @@ Papers:
     Salimans et al. 2016, Improved Techniques for Training GANs, arXiv:1606.03498 (Inception Score)
     Ravuri & Vinyals 2019, Classification Accuracy Score, arXiv:1905.10887
     Xiao, Kreis & Vahdat 2022, Tackling the Generative Learning Trilemma, arXiv:2112.07804
+    Radford et al. 2021, CLIP, arXiv:2103.00020, §3.1 (zero-shot classification by captions)
+    Hessel et al. 2021, CLIPScore, arXiv:2104.08718, Eq. 1 (2.5·max(cos, 0))
 
 minigen's judge is its own tiny ViT trained on the real data (Inception weights cannot be
 downloaded here), so the numbers are comparable between minigen's models on the same data,
@@ -141,3 +143,42 @@ def grainy_fraction(samples: torch.Tensor, limit: float, **speckle_kw) -> float:
     """Share of samples with more speckles than `limit` (speckle_limit of real images: real
     images from the same data then score at most 1 − quantile)."""
     return (speckles(samples, **speckle_kw) > limit).double().mean().item()
+
+
+# ---- words and pictures: with minigen's own CLIP (models/clip.py) -------------------------------
+
+def clip_score(image_emb: torch.Tensor, text_emb: torch.Tensor, w: float = 2.5) -> float:
+    """CLIPScore = w·max(cos(I, T), 0), averaged over pairs (Hessel et al. 2021, Eq. 1, w = 2.5):
+    how well each image matches its own caption. Rows of I and T are paired; any length."""
+    cos = F.cosine_similarity(image_emb, text_emb, dim=-1)
+    return (w * cos.clamp(min=0)).mean().item()
+
+
+def zero_shot_attributes(image_emb: torch.Tensor, text_emb: torch.Tensor, text_attributes: torch.Tensor,
+                         scale: float = 100.0) -> torch.Tensor:
+    """Each image's attributes read off by captions (Radford et al. §3.1, for several attributes
+    at once): p(caption | image) = softmax(scale·I·Tᵀ) over M captions that between them name every
+    combination of attribute values; then for each attribute the value whose captions gather the
+    most probability, p(v | image) = Σ_{captions naming v} p(caption | image).
+    image_emb (N, E), text_emb (M, E), text_attributes (M, A) -> predicted attributes (N, A)."""
+    p = torch.softmax(scale * image_emb @ text_emb.T, dim=1)                         # (N, M)
+    out = []
+    for a in range(text_attributes.shape[1]):
+        values = int(text_attributes[:, a].max()) + 1
+        one_hot = F.one_hot(text_attributes[:, a], values).to(p.dtype)             # (M, V)
+        out.append((p @ one_hot).argmax(1))                                        # (N,)
+    return torch.stack(out, dim=1)
+
+
+def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor, image_keys: torch.Tensor,
+                     text_keys: torch.Tensor, k: int) -> tuple[float, float]:
+    """Recall@k both ways, for pairs that may repeat: image i's retrieval is right when one of
+    its k most similar captions describes what i shows (text_keys equal image_keys[i], e.g. the
+    same attributes); caption j's when one of its k most similar images does.
+    Returns (image -> text, text -> image)."""
+    sim = image_emb @ text_emb.T                                                      # (N, M)
+    same = (image_keys[:, None] == text_keys[None]).reshape(len(image_keys), len(text_keys), -1).all(-1)  # (N, M)
+    k_t, k_i = min(k, sim.shape[1]), min(k, sim.shape[0])
+    i2t = same.gather(1, sim.topk(k_t, dim=1).indices).any(1).float().mean().item()
+    t2i = same.T.gather(1, sim.T.topk(k_i, dim=1).indices).any(1).float().mean().item()
+    return i2t, t2i

@@ -1,0 +1,68 @@
+"""A word-level tokenizer learned from captions: text -> token ids and a padding mask.
+
+    tok = Tokenizer.learn(captions)                     # the vocabulary: every word the captions use
+    ids, mask = tok.encode(["a small red triangle"])   # (1, L) ids, (1, L) True for real tokens
+    tok.unknown("a crimson triangle")                   # ["crimson"]: reported, never guessed
+
+Words, not byte-pair merges: minigen's captions come from a closed vocabulary of a few dozen
+words, each attribute word (red, triangle, large) one concept; a word-level vocabulary gives
+each concept exactly one token. Byte-pair encoding (Sennrich et al. 2016) pays off for open
+text, where new and misspelt words must still be encoded; here a word outside the vocabulary
+is one the model has never seen in any form, so it is reported (`unknown`) rather than split
+into pieces that would mean nothing to it.
+
+Text is lower-cased and split into runs of letters and digits ("T-shirt/top" -> t, shirt, top);
+punctuation is dropped. Each sequence starts with [CLS] (whose output is the pooled text
+vector, as the ViT's class token), is truncated to `max_len` tokens and padded with [PAD].
+"""
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]"]
+PAD, UNK, CLS = 0, 1, 2
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased runs of letters and digits."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+@dataclass
+class Tokenizer:
+    vocab: list[str] = field(default_factory=lambda: list(SPECIALS))   # id -> word, specials first
+    max_len: int = 24                                                   # tokens per sequence, [CLS] included
+
+    def __post_init__(self):
+        self.index = {w: i for i, w in enumerate(self.vocab)}
+
+    @classmethod
+    def learn(cls, texts, max_len: int = 24) -> "Tokenizer":
+        """Every word that occurs in `texts`, in sorted order after the special tokens."""
+        seen = sorted({w for text in texts for w in words(text)})
+        return cls(SPECIALS + seen, max_len)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def unknown(self, text: str) -> list[str]:
+        """The words of `text` that are not in the vocabulary, in order, each once."""
+        return list(dict.fromkeys(w for w in words(text) if w not in self.index))
+
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, max_len) long and mask (B, max_len) bool, True for [CLS] and the words kept
+        (unknown words become [UNK]; words past max_len − 1 are cut)."""
+        ids = torch.full((len(texts), self.max_len), PAD, dtype=torch.long)
+        for b, text in enumerate(texts):
+            row = [CLS] + [self.index.get(w, UNK) for w in words(text)][: self.max_len - 1]
+            ids[b, : len(row)] = torch.tensor(row)
+        return ids, ids != PAD
+
+    def decode(self, ids: torch.Tensor) -> str:
+        """One sequence of ids back to its words (specials left out)."""
+        return " ".join(self.vocab[i] for i in ids.tolist() if i >= len(SPECIALS))
+
+    def state(self) -> dict:
+        return asdict(self)
