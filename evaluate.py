@@ -42,7 +42,7 @@ from minigen.device import pick_device, seed_everything
 from minigen.diffusion import SamplerConfig
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import (accuracy, frechet_distance_of, grainy_fraction, inception_score, precision_recall,
-                                        psnr, speckle_limit, ssim)
+                                        clip_score, psnr, speckle_limit, ssim)
 from minigen.models.vit import ViT, ViTConfig
 from minigen.models.vit import preset as vit_preset
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-rescale", type=number(float, between(0, 1)), default=0.0, metavar="PHI",
                    help="rescaled guidance with weight PHI, e.g. 0.7 (Lin et al. 2024; default: 0, off)")
     p.add_argument("--vae", metavar="CKPT", help="a VAE (train_vae.py): a row of its prior samples, unconditional")
+    p.add_argument("--clip", metavar="CKPT", help="a CLIP (train_clip.py) on the same data: adds CLIPScore, each "
+                                                  "class-conditional sample against its class's caption")
     p.add_argument("--ddpm-steps", type=number(int, non_negative), default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
     p.add_argument("--ddpm-n", type=number(int, at_least(1)), default=None,
                    help="samples in the ancestral DDPM row, which is 20-100x slower than the others (default: -n)")
@@ -133,6 +135,7 @@ def main(argv=None) -> int:
     judge_pipe = pipelines.load(args.judge, device, kind="vit")
     gan = pipelines.load(args.gan, device, kind="gan") if args.gan else None
     vae = pipelines.load(args.vae, device, kind="vae") if args.vae else None
+    clip = pipelines.load(args.clip, device, kind="clip") if args.clip else None
     samples = {path: read_samples(path) for path in args.samples}     # read (and refused) before any work
     pipe = pipelines.load(args.ddpm, device, kind="ddpm") if args.ddpm else None
     runs = []                                       # (sampler, steps, guidance) of the diffusion rows
@@ -172,6 +175,21 @@ def main(argv=None) -> int:
 
     rows = []
 
+    if clip is not None:
+        if clip.image_shape != train.shape:
+            raise MinigenError(f"--clip {args.clip}: sees {'x'.join(map(str, clip.image_shape))} images, the judge's data "
+                               f"is {'x'.join(map(str, train.shape))}")
+        if len(train.captioning.attributes) != 1:
+            raise MinigenError(f"--clip: {data['dataset']}'s captions name {len(train.captioning.attributes)} attributes; a "
+                               "class label says only one of them, so CLIPScore needs the prompts of a text-to-image model")
+
+    @torch.no_grad()
+    def clip_score_of(x: torch.Tensor, y: torch.Tensor) -> float:
+        """CLIPScore (Hessel et al. 2021) of each image against its class's caption (phrasing 0), with minigen's CLIP."""
+        texts = clip.encode_text(train.captioning.describe(y[:, None], 0))
+        images = torch.cat([clip.encode_image(x[i:i + 250]) for i in range(0, len(x), 250)])
+        return clip_score(images.cpu(), texts.cpu())
+
     def measure(name: str, x: torch.Tensor, y: torch.Tensor | None, seconds: float | None, note: str = ""):
         """One row; without labels (y None) there is no class accuracy and no CAS."""
         feats, probs = judge_outputs(judge, x, device)
@@ -182,12 +200,14 @@ def main(argv=None) -> int:
                "CAS": classification_accuracy_score(x, y, test, judge.config, args.cas_steps, args.seed, device)
                if y is not None and len(chosen) > 1 else None,         # one class: nothing to tell apart
                "grainy": grainy_fraction(x, grain_limit),
+               "CLIPScore": clip_score_of(x, y) if clip is not None and y is not None else None,
                "images_per_s": len(x) / seconds if seconds else None,
                "s_per_image": seconds / len(x) if seconds else None, "note": note}
         rows.append(row)
         speed = f"{row['images_per_s']:.1f} img/s" if seconds else "-"
         print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {fmt(row['accuracy'])}  "
-              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  grainy {row['grainy']:.1%}  {speed}")
+              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  grainy {row['grainy']:.1%}  "
+              + (f"CLIPScore {fmt(row['CLIPScore'])}  " if clip is not None else "") + speed)
 
     # ---- the floor: real held-out images --------------------------------------------------
     tx, ty = test.batch(torch.arange(min(n, len(test))))
@@ -254,12 +274,14 @@ def main(argv=None) -> int:
         measure(f"samples: {Path(path).name}", to_float(torch.from_numpy(images)), y, None)
 
     # ---- report -------------------------------------------------------------------------------
-    header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | grainy ↓ | images/s ↑ | s/image |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|")
+    score = clip is not None                         # the CLIPScore column, with a CLIP
+    header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | grainy ↓ | "
+              + ("CLIPScore ↑ | " if score else "") + "images/s ↑ | s/image |\n|---|---|---|---|---|---|---|---|---|"
+              + ("---|" if score else "") + "---|---|")
     lines = [header] + [
         f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {fmt(r['accuracy'])} "
-        f"| {r['IS']:.2f} | {fmt(r['CAS'])} | {r['grainy']:.1%} | " + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |"
-                                                   if r["images_per_s"] else "- | - |") for r in rows]
+        f"| {r['IS']:.2f} | {fmt(r['CAS'])} | {r['grainy']:.1%} | " + (f"{fmt(r['CLIPScore'])} | " if score else "")
+        + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |" if r["images_per_s"] else "- | - |") for r in rows]
     table = "\n".join(lines)
     (out / "trilemma.md").write_text(table + "\n")
     (out / "trilemma.json").write_text(json.dumps({"device": reason, "seed": args.seed, "rows": rows}, indent=2))

@@ -16,6 +16,7 @@ Editing with a diffusion checkpoint (minigen/editing.py), each written as a side
     python sample.py --ckpt runs/ddpm/last.pt --init digit.png --class 3 --sampler ddpm     # any sampler edits
     python sample.py --ckpt runs/ddpm/last.pt --invert digit.png --class 5               # DDIM inversion, edit
     python sample.py --ckpt runs/shapes/last.pt --color-target 1,0,0 --color-scale 20     # guidance by a loss
+    python sample.py --ckpt runs/cshapes/last.pt --clip runs/clip/last.pt --clip-guidance "a small blue circle ..."
 
 A latent diffusion checkpoint (train_ddpm.py --autoencoder) carries its autoencoder: every flag
 above works on it the same way (the sampler runs on latents; pictures are decoded; an edited
@@ -38,7 +39,7 @@ from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
 from minigen.diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, Frames, LossGuidance, SamplerConfig
-from minigen.diffusion.editing import colour_loss, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
+from minigen.diffusion.editing import clip_loss, colour_loss, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from minigen.diffusion.samplers import VARIANCES
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
@@ -49,7 +50,7 @@ KINDS = ("ddpm", "gan")
 # Flags only a diffusion checkpoint uses (their defaults are None/False so that giving one is seen).
 DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "guidance_rescale",
                    "negative_class", "no_clip", "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert",
-                   "classifier", "color_target")
+                   "classifier", "color_target", "clip_guidance")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--classifier-scale", type=number(float), default=None, help="classifier guidance scale s (default: 1)")
     e.add_argument("--color-target", metavar="R,G,B", help="guide samples towards this colour (values in [0, 1])")
     e.add_argument("--color-scale", type=number(float), default=None, help="strength of the colour guidance (default: 20)")
+    e.add_argument("--clip-guidance", metavar="PROMPT", help="CLIP guidance: steer every sample towards PROMPT in the "
+                                                           "joint space of --clip (train_clip.py)")
+    e.add_argument("--clip", metavar="CKPT", help="the CLIP checkpoint for --clip-guidance")
+    e.add_argument("--clip-scale", type=number(float), default=None, help="strength of the CLIP guidance (default: 10)")
     p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network with frozen weights (the per-step call, not the loop)")
     p.add_argument("--cuda-graphs", action="store_true",
@@ -128,11 +133,14 @@ def check_flags(args, kind: str) -> None:
                                    + (" (a GAN has no reverse process: try --interpolate)" if name in ("strip", "gif") else ""))
     elif args.min_d_prob is not None:
         raise MinigenError("--min-d-prob needs a GAN checkpoint (a diffusion model has no discriminator)")
+    if given("color_target") and given("clip_guidance"):
+        raise MinigenError("--color-target and --clip-guidance: one loss guidance at a time")
     editing = [name for name in ("inpaint", "init", "invert") if given(name)]
     if len(editing) > 1:
         raise MinigenError(f"--{editing[0]} and --{editing[1]}: one edit at a time")
     needs = {"mask": "inpaint", "mask_box": "inpaint", "jump_length": "inpaint", "resample": "inpaint",
-             "strength": "init", "classifier_scale": "classifier", "color_scale": "color_target"}
+             "strength": "init", "classifier_scale": "classifier", "color_scale": "color_target",
+             "clip": "clip_guidance", "clip_scale": "clip_guidance"}
     for name, parent in needs.items():
         if given(name) and not given(parent):
             raise MinigenError(f"{flag(name)} goes with {flag(parent)}")
@@ -154,7 +162,7 @@ def make_denoiser(args, pipe, labels, net):
     loss (colour) and classifier guidance, in that order (thresholding comes with the sampler)."""
     C, K, device = pipe.image_shape[0], pipe.num_classes, pipe.device
     for flag, given in (("--color-target", args.color_target), ("--classifier", args.classifier),
-                        ("--dynamic-threshold", args.dynamic_threshold)):
+                        ("--clip-guidance", args.clip_guidance), ("--dynamic-threshold", args.dynamic_threshold)):
         if given and pipe.latent is not None:
             raise MinigenError(f"{flag} acts on pixels during sampling; {args.ckpt} samples latents (latent diffusion)")
     negative = None
@@ -172,6 +180,16 @@ def make_denoiser(args, pipe, labels, net):
         scale = args.color_scale if args.color_scale is not None else 20.0
         if scale:
             denoiser = LossGuidance(denoiser, colour_loss([2 * v - 1 for v in rgb]), scale)
+    if args.clip_guidance:
+        if not args.clip:
+            raise MinigenError("--clip-guidance needs --clip CKPT, a CLIP from train_clip.py")
+        clip = pipelines.load(args.clip, device, kind="clip")
+        if clip.image_shape != pipe.image_shape:
+            raise MinigenError(f"--clip {args.clip}: sees {'x'.join(map(str, clip.image_shape))} images; this model makes "
+                               f"{'x'.join(map(str, pipe.image_shape))}")
+        scale = args.clip_scale if args.clip_scale is not None else 10.0
+        if scale:
+            denoiser = LossGuidance(denoiser, clip_loss(clip.encode_image, clip.encode_text([args.clip_guidance])[0]), scale)
     if args.classifier:
         if not K:
             raise MinigenError("--classifier steers towards a class: this model has no classes")

@@ -45,6 +45,8 @@ from minigen.training.lr import warmup_cosine
 class CLIPTrainConfig(DataConfig, RunConfig):
     dataset: str = setting("captioned-shapes", "data set: its images and their captions")
     preset: str = setting("cpu", "CLIP size (image ViT and text encoder)", choices=PRESETS)
+    patch_size: int | None = setting(None, "the image tower's patch size (default: the preset's: 4, tiny 8)",
+                                     check=at_least(1))
     steps: int = setting(1500, "optimizer steps", runtime=True, check=at_least(1))
     batch_size: int = setting(128, "image-caption pairs per step: each image's negatives are the other captions",
                               check=at_least(2))
@@ -135,6 +137,8 @@ def main(argv=None) -> int:
 
     # ---- model, optimizer -----------------------------------------------------------------
     model_cfg = preset(cfg.preset, C, (H, W), len(tokenizer), cfg.max_len)
+    if cfg.patch_size:
+        model_cfg = dataclasses.replace(model_cfg, image=dataclasses.replace(model_cfg.image, patch_size=cfg.patch_size))
     P = model_cfg.image.patch_size
     if H % P or W % P:
         raise MinigenError(f"--preset {cfg.preset} cuts images into {P}x{P} patches, which do not tile {H}x{W} images")

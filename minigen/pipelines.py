@@ -9,7 +9,7 @@ A pipeline holds the network with its EMA weights, the settings it was trained w
 sampling needs (the diffusion process, stored as its own config), the samples' shape and the
 class names. Scripts, the benchmark and a notebook all load models here; none rebuilds one.
 Kinds: "ddpm" (DiffusionPipeline), "gan" (GANPipeline), "vae" (AutoencoderPipeline), "vit"
-(ClassifierPipeline). A latent diffusion model is a DiffusionPipeline with a `latent` space (the
+(ClassifierPipeline), "clip" (CLIPPipeline: both towers and the tokenizer). A latent diffusion model is a DiffusionPipeline with a `latent` space (the
 frozen autoencoder and its scale, embedded in the checkpoint): the sampler works on latents,
 
     x = pipe.to_pixels(SamplerConfig(...).sample(pipe.denoiser(), pipe.noise(16)))   # (16, C, H, W)
@@ -27,9 +27,11 @@ from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionCon
 from .diffusion.latent import LatentSpace
 from .errors import CheckpointError, MinigenError
 from .models.autoencoder import Autoencoder, AutoencoderConfig
+from .models.clip import CLIP, CLIPConfig
 from .models.dcgan import DCGANConfig, Discriminator, Generator
 from .models.unet import UNet, UNetConfig
 from .models.vit import ViT, ViTConfig
+from .tokenizer import Tokenizer
 from .training.checkpoint import load_checkpoint
 
 
@@ -203,6 +205,40 @@ class ClassifierPipeline(Pipeline):
     kind = "vit"
 
 
+@dataclass
+class CLIPPipeline(Pipeline):
+    network: CLIP                       # eval mode
+    tokenizer: Tokenizer
+    classes: list[str] = field(default_factory=list)
+    step: int = 0
+    data: dict = field(default_factory=dict)
+    report: dict | None = None          # zero-shot accuracy and retrieval recall measured at the end of training
+    kind = "clip"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.network.config.image.image_channels, *self.network.config.image.image_size)
+
+    @property
+    def num_classes(self) -> int:
+        return 0
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Unit-length embeddings (B, E) of prompts; a word the tokenizer never saw is refused
+        (MinigenError, one line naming the words), since the model knows nothing of it."""
+        unknown = list(dict.fromkeys(w for p in prompts for w in self.tokenizer.unknown(p)))
+        if unknown:
+            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: this model's "
+                               f"vocabulary is {' '.join(self.tokenizer.vocab[3:])}")
+        ids, mask = self.tokenizer.encode(prompts)
+        return self.network.encode_text(ids.to(self.device), mask.to(self.device))
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Unit-length embeddings (B, E) of images in [−1, 1] (differentiable, for guidance)."""
+        return self.network.encode_image(x.to(self.device))
+
+
 def _weights(state: dict) -> dict:
     """The EMA weights when the checkpoint has them: samples are drawn from the average."""
     return state["ema"]["model"] if "ema" in state else state["model"]
@@ -240,6 +276,10 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
         if state["kind"] == "vae":
             network = _ready(Autoencoder(AutoencoderConfig(**state["config"])), _weights(state), device)
             return AutoencoderPipeline(network, classes, step, data)
+        if state["kind"] == "clip":
+            network = _ready(CLIP(CLIPConfig.from_dict(state["config"])), state["model"], device)
+            tokenizer = Tokenizer(**state["extra"]["tokenizer"])
+            return CLIPPipeline(network, tokenizer, classes, step, data, state["extra"].get("zero_shot"))
         if state["kind"] == "vit":
             network = _ready(ViT(ViTConfig(**state["config"])), state["model"], device)
             return ClassifierPipeline(network, classes, step, data, state["extra"].get("test_accuracy"))

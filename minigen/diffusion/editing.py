@@ -111,3 +111,13 @@ def colour_loss(target) -> callable:
     def loss(x0_pred: torch.Tensor) -> torch.Tensor:
         return (x0_pred - target.to(x0_pred).view(1, -1, 1, 1)).abs().mean()
     return loss
+
+
+def clip_loss(encode_image, target: torch.Tensor) -> callable:
+    """Σ over images of 1 − cos(E_img(x̂_0), T): as loss guidance it pulls each sample towards a
+    prompt's embedding T (E,) in a CLIP's joint space (CLIP guidance, as in the seeds and in
+    Nichol et al. 2022's GLIDE §3.2, there with a noise-aware CLIP; here the clean-image CLIP on
+    x̂_0). A sum, not a mean: each image's pull does not depend on how many are drawn."""
+    def loss(x0_pred: torch.Tensor) -> torch.Tensor:
+        return (1 - encode_image(x0_pred) @ target.to(x0_pred)).sum()
+    return loss
