@@ -8,6 +8,8 @@
     python sample.py --ckpt runs/ddpm/last.pt --strip --gif         # the reverse process, as a strip and a GIF
     python sample.py --ckpt runs/gan/last.pt --min-d-prob 0.7       # GAN samples D scores as real
     python sample.py --ckpt runs/gan/last.pt --interpolate 10       # a walk between two latents (also DDIM)
+    python sample.py --ckpt runs/t2i/last.pt --prompt "a large blue circle in the centre on black" \
+                     --prompt "a small red cross at the top left on white" --negative-prompt "red"   # text to image
 
 Editing with a diffusion checkpoint (minigen/editing.py), each written as a side-by-side picture:
     python sample.py --ckpt runs/ddpm/last.pt --inpaint digit.png --mask-box 0,14,28,28   # RePaint
@@ -50,6 +52,7 @@ KINDS = ("ddpm", "gan")
 # Flags only a diffusion checkpoint uses (their defaults are None/False so that giving one is seen).
 DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "guidance_rescale",
                    "negative_class", "no_clip", "dynamic_threshold", "strip", "gif", "inpaint", "init", "invert",
+                   "prompt", "prompts_file", "negative_prompt",
                    "classifier", "color_target", "clip_guidance")
 
 
@@ -77,7 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generate this class only (default: a row per class)")
     p.add_argument("--negative-class", type=number(int, at_least(0)), default=None,
                    help="steer away from this class (a 'negative prompt': replaces the unconditional pass)")
-    p.add_argument("-n", type=count, default=None, help="number of images (default: 10 per class, or 64; 4 when editing)")
+    p.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                   help="a text-conditional model: what to draw (repeatable: a row per prompt)")
+    p.add_argument("--prompts-file", metavar="FILE", help="more prompts, one a line")
+    p.add_argument("--negative-prompt", metavar="TEXT", help="steer away from this prompt (replaces the empty prompt "
+                                                             "of classifier-free guidance)")
+    p.add_argument("-n", type=count, default=None, help="number of images (default: 10 per class, 8 per prompt, or 64; "
+                                                        "4 when editing)")
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images (default: 0)")
     p.add_argument("--out", default="samples.png", help="output grid (default: samples.png)")
     p.add_argument("--save-npz", metavar="FILE", help="also write the samples as uint8 (N, H, W, C) `images` with "
@@ -157,6 +166,14 @@ def check_flags(args, kind: str) -> None:
 
 # ---- diffusion --------------------------------------------------------------------------------
 
+def conditioner(args, pipe):
+    """labels -> the network's keyword arguments. A text-conditional model's "labels" index the
+    prompts (args.prompts), so every path below (rows, edits, walks) treats both alike."""
+    if pipe.kind != "ddpm" or pipe.tokenizer is None:
+        return pipe.condition
+    return lambda labels: pipe.prompts([args.prompts[i] for i in labels.tolist()])
+
+
 def make_denoiser(args, pipe, labels, net):
     """The network with every guidance asked for: classifier-free (with the negative class),
     loss (colour) and classifier guidance, in that order (thresholding comes with the sampler)."""
@@ -168,6 +185,8 @@ def make_denoiser(args, pipe, labels, net):
     negative = None
     if args.negative_class is not None:
         negative = pipe.condition(torch.full((len(labels),), args.negative_class))
+    if args.negative_prompt is not None:
+        negative = pipe.prompts([args.negative_prompt] * len(labels))
     denoiser = pipe.denoiser(args.guidance if args.guidance is not None else 3.0, negative, network=net,
                              sigma_interval=args.guidance_interval, rescale=args.guidance_rescale or 0.0)
     if args.color_target:
@@ -215,7 +234,8 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
     A latent model edits μ(x)·s of the image (`to_latent`) and decodes the result (`to_pixels`)."""
     d, (C, H, W), device = pipe.diffusion, pipe.image_shape, pipe.device
     progress = not args.no_progress
-    cond = pipe.condition(labels)
+    condition = conditioner(args, pipe)
+    cond = condition(labels)
     image = to_float(torch.from_numpy(read_image(args.inpaint or args.init or args.invert, C, (H, W))))[None].to(device)
     n = len(labels)
     if args.inpaint:
@@ -248,7 +268,7 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
         return torch.cat([image, result]), ["input"] + [f"s={strength}"] * n, f"SDEdit at strength {strength} ({sampler.sampler})"
     # Inversion: the image's class is not given, so invert (and reconstruct) with the unconditional model.
     plain = pipe.denoiser()
-    source = pipe.network.null_condition(torch.zeros(1, dtype=torch.long, device=device)) if pipe.num_classes else {}
+    source = pipe.network.null_condition(**condition(labels[:1])) if cond else {}
     ts = sampler.timesteps(d)
     x_T = ddim_invert(plain, pipe.to_latent(image), ts, cond=source, refine=3, progress=progress)
     back = pipe.to_pixels(SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False)
@@ -258,10 +278,10 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
     panels, captions = torch.cat([image, back]), ["input", "reconstructed"]
     if pipe.latent is None:                                                 # x_T is a picture only in pixel space
         panels, captions = torch.cat([image, x_T.clamp(-1, 1), back]), ["input", "x_T", "reconstructed"]
-    if pipe.num_classes and args.class_ is not None:
-        edited = pipe.to_pixels(sampler.sample(denoiser, x_T, cond=pipe.condition(labels[:1]), generator=generator,
+    if pipe.num_classes and args.class_ is not None or args.prompts:
+        edited = pipe.to_pixels(sampler.sample(denoiser, x_T, cond=condition(labels[:1]), generator=generator,
                                                progress=False))
-        name = pipe.classes[args.class_] if pipe.classes else args.class_
+        name = args.prompts[0][:24] if args.prompts else pipe.classes[args.class_] if pipe.classes else args.class_
         panels, captions = torch.cat([panels, edited]), captions + [f"as {name}"]
     return panels, captions, "DDIM inversion"
 
@@ -293,12 +313,33 @@ def main(argv=None) -> int:
     for name, value in (("--class", args.class_), ("--negative-class", args.negative_class)):
         if value is not None and not (0 <= value < K):
             raise MinigenError(f"{name} {value}: this model has " + (f"classes 0..{K - 1}" if K else "no classes"))
-    if args.guidance is not None and not K and pipe.kind == "ddpm":
+    # ---- prompts, for a text-conditional model --------------------------------------------------
+    text = pipe.kind == "ddpm" and pipe.tokenizer is not None
+    args.prompts = list(args.prompt or [])
+    if args.prompts_file:
+        try:
+            args.prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise MinigenError(f"--prompts-file {args.prompts_file}: cannot read it ({type(e).__name__})") from None
+    if text:
+        if args.class_ is not None or args.negative_class is not None:
+            raise MinigenError(f"{args.ckpt} is text-conditional: say what to draw with --prompt TEXT, not a class")
+        if not args.prompts:
+            raise MinigenError(f"{args.ckpt} is text-conditional: say what to draw with --prompt TEXT "
+                               "(or --prompts-file FILE)")
+        pipe.prompts(args.prompts + ([args.negative_prompt] if args.negative_prompt else []))   # unknown words: exit 2 now
+        print(f"prompts: {len(args.prompts)}; vocabulary of {len(pipe.tokenizer)} words")
+    elif args.prompts or args.negative_prompt:
+        raise MinigenError(f"--prompt and --negative-prompt need a text-conditional model (train_ddpm.py --condition "
+                           f"text); {args.ckpt} is not")
+    if args.guidance is not None and not K and not text and pipe.kind == "ddpm":
         raise MinigenError("--guidance is classifier-free guidance, which needs a class-conditional model; "
                            f"{args.ckpt} is unconditional")
     editing = args.inpaint or args.init or args.invert
     if args.class_ is None and K and (args.inpaint or args.init):
         raise MinigenError("this model is class-conditional: say which class to draw with --class K")
+    if text and len(args.prompts) > 1 and editing:
+        raise MinigenError("an edit follows one --prompt")
 
     # ---- labels: a row per class, or one class -------------------------------------------
     if args.invert and args.n not in (None, 1):
@@ -306,6 +347,10 @@ def main(argv=None) -> int:
     if K and args.class_ is None and not editing:
         n = args.n if args.n is not None else 10 * K
         labels = torch.arange(n) * K // n                     # rows of equal length, class by class
+    elif text and not editing:
+        P = len(args.prompts)
+        n = args.n if args.n is not None else 8 * P
+        labels = torch.arange(n) * P // n                     # rows of equal length, prompt by prompt
     else:
         n = args.n if args.n is not None else (1 if args.invert else 4 if editing else 16 if K else 64)
         labels = torch.full((n,), args.class_ if args.class_ is not None else 0)
@@ -344,7 +389,7 @@ def main(argv=None) -> int:
             path = save_grid(panels, out, nrow=len(panels), captions=captions, scale=max(1, 96 // max(H, W)))
             print(f"wrote {path}: {what}, {time.perf_counter() - start:.1f}s")
             return 0
-        x = pipe.to_pixels(sampler.sample(denoiser, pipe.noise(n, generator), cond=pipe.condition(labels),
+        x = pipe.to_pixels(sampler.sample(denoiser, pipe.noise(n, generator), cond=conditioner(args, pipe)(labels),
                                           generator=generator, callback=frames, progress=not args.no_progress))
         method = f"{sampler.sampler} {steps} steps"
     seconds = time.perf_counter() - start
@@ -355,6 +400,8 @@ def main(argv=None) -> int:
     if K and args.class_ is None and n % K == 0:
         per_row = n // K
         row_labels = [str(c)[:10] for c in classes] if classes else [str(k) for k in range(K)]
+    if text and n % len(args.prompts) == 0:
+        per_row, row_labels = n // len(args.prompts), [p[:40] for p in args.prompts]
     print(f"wrote {save_grid(x, out, nrow=per_row, row_labels=row_labels)}")
     if args.save_npz:
         print(f"wrote {save_npz(x, args.save_npz, labels if K else None)} ({n} samples, uint8 N x H x W x C)")
@@ -386,7 +433,7 @@ def main(argv=None) -> int:
             ddim = SamplerConfig("ddim", sampler.steps, 0.0, sampler.spacing, clip_x0=sampler.clip_x0,
                                  dynamic_threshold=sampler.dynamic_threshold)
             walk = pipe.to_pixels(ddim.sample(make_denoiser(args, pipe, label, net),
-                                              slerp(ends[0], ends[1], fractions).to(device), cond=pipe.condition(label),
+                                              slerp(ends[0], ends[1], fractions).to(device), cond=conditioner(args, pipe)(label),
                                               generator=generator, progress=not args.no_progress))
         strip = save_strip(walk, out.with_name(out.stem + "_interp.png"),
                            captions=[f"{s:.2f}" for s in fractions.tolist()])

@@ -20,7 +20,6 @@ No --flip: captions name positions, and a mirrored image would contradict its ca
 """
 
 import dataclasses
-import itertools
 import json
 import sys
 from dataclasses import dataclass
@@ -33,9 +32,11 @@ from minigen.data import DataConfig, batch_indices, train_and_test
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_parameters
-from minigen.evaluation.metrics import retrieval_recall, zero_shot_attributes
+from minigen.evaluation.metrics import retrieval_recall
+from minigen.evaluation.prompts import accuracy_by_attribute, read_attributes
 from minigen.images import save_grid
 from minigen.models.clip import CLIP, PRESETS, info_nce, preset
+from minigen.pipelines import CLIPPipeline
 from minigen.tokenizer import Tokenizer
 from minigen.training.lifecycle import Run, RunConfig
 from minigen.training.lr import warmup_cosine
@@ -59,14 +60,6 @@ class CLIPTrainConfig(DataConfig, RunConfig):
     out: str = setting("runs/clip", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
 
 
-def all_captions(data) -> tuple[list[str], torch.Tensor]:
-    """A caption (phrasing 0) of every combination of attribute values, and those values (M, A):
-    the candidates that zero-shot classification picks from."""
-    sizes = [len(values) for values in data.captioning.attributes.values()]
-    facts = torch.tensor(list(itertools.product(*[range(k) for k in sizes])))             # (M, A)
-    return data.captioning.describe(facts, 0), facts
-
-
 @torch.no_grad()
 def embed(model, tokenizer, data, index: torch.Tensor, device, phrasing: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit-length image and caption embeddings of the images at `index`, 250 at a time."""
@@ -82,22 +75,17 @@ def embed(model, tokenizer, data, index: torch.Tensor, device, phrasing: int = 0
 def zero_shot(model, tokenizer, data, device, limit: int | None = None) -> dict:
     """Zero-shot accuracy per attribute, on the test images of seen and of held-out combinations."""
     model.eval()
-    captions, facts = all_captions(data)
-    ids, mask = tokenizer.encode(captions)
-    T = torch.cat([model.encode_text(i.to(device), m.to(device)).cpu() for i, m in zip(ids.split(500), mask.split(500))])
     index = torch.arange(min(limit or len(data), len(data)))
-    I = torch.cat([model.encode_image(data.batch(part)[0].to(device)).cpu() for part in index.split(250)])
-    predicted = zero_shot_attributes(I, T, facts)                                        # (N, A)
+    images = torch.cat([data.batch(part)[0] for part in index.split(1000)])
+    predicted = read_attributes(CLIPPipeline(model, tokenizer), data, images)         # (N, A)
     truth = data.facts[index]
     held = (torch.from_numpy(data.captioning.held_out(truth.numpy())) if data.captioning.held_out
             else torch.zeros(len(index), dtype=torch.bool))
     report = {}
     for split, rows in (("seen", ~held), ("held_out", held)):
         if rows.any():
-            report[split] = {name: (predicted[rows, a] == truth[rows, a]).float().mean().item()
-                             for a, name in enumerate(data.captioning.attributes)}
-            report[split]["all"] = (predicted[rows] == truth[rows]).all(1).float().mean().item()
-            report[split]["n"] = int(rows.sum())
+            report[split] = {**accuracy_by_attribute(predicted[rows], truth[rows], list(data.captioning.attributes)),
+                             "n": int(rows.sum())}
     return report
 
 
@@ -130,8 +118,7 @@ def main(argv=None) -> int:
     if run_.state is not None:
         tokenizer = Tokenizer(**run_.state["extra"]["tokenizer"])
     else:
-        every = torch.arange(len(train))
-        tokenizer = Tokenizer.learn([c for p in range(12) for c in train.captions(every[p::12], p)], cfg.max_len)
+        tokenizer = Tokenizer.learn(train.every_caption(), cfg.max_len)
     say(f"data: {cfg.dataset}, {len(train)} train / {len(test)} test pairs of {C}x{H}x{W} images and captions, "
         f"e.g. {train.captions(torch.tensor([0]), 0)[0]!r}; vocabulary of {len(tokenizer)} words")
 

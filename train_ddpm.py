@@ -6,6 +6,7 @@
     python train_ddpm.py --resume                         # continue runs/ddpm/last.pt to --steps
     python train_ddpm.py --dataset fashion --autoencoder runs/vae-fashion/last.pt --out runs/ldm-fashion
                                                           # latent diffusion on a train_vae.py autoencoder
+    python train_ddpm.py --dataset captioned-shapes --condition text --out runs/t2i    # prompts, not classes
     torchrun --nproc_per_node 2 train_ddpm.py ...         # DistributedDataParallel, one process per device
 
 Writes into --out (default runs/ddpm): last.pt (checkpoint), metrics.jsonl, forward.png (the
@@ -17,6 +18,11 @@ With --autoencoder the same U-Net learns to denoise the autoencoder's latents s�
 pixels (latent diffusion, Rombach et al. 2022; minigen/diffusion/latent.py): s is measured on the
 data at the start, and the autoencoder is embedded in the checkpoint, so sampling needs no
 second file. Pictures show decoded images (and the strips decoded x̂_0).
+
+With --condition text the model learns from captions instead of class labels: a text encoder
+(trained with it, or a train_clip.py text tower with --text-encoder, frozen with --freeze-text)
+turns each caption into tokens that the U-Net cross-attends to (models/text_to_image.py);
+dropping captions (--cond-drop) teaches the unconditional model, the empty prompt.
 
 Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 """
@@ -40,7 +46,10 @@ from minigen.diffusion.schedules import NAMES as SCHEDULES
 from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_flops, count_parameters
 from minigen.images import save_grid, save_strip
+from minigen.models import text as text_models
+from minigen.models.text_to_image import TextToImage, TextToImageConfig
 from minigen.models.unet import PRESETS, UNet, fit_grid, preset
+from minigen.tokenizer import Tokenizer
 from minigen.pipelines import DiffusionPipeline
 from minigen.training.ema import EMA
 from minigen.training.lifecycle import Run, RunConfig
@@ -52,6 +61,12 @@ class TrainConfig(DataConfig, RunConfig):
     preset: str = setting("cpu", "U-Net size", choices=PRESETS)
     autoencoder: str | None = setting(None, "latent diffusion: denoise the latents of this train_vae.py checkpoint "
                                             "(made on the same data and image size) instead of pixels")
+    condition: str = setting("class", "what the model is told: class labels, or text (each image's caption, through "
+                                      "cross-attention)", choices=("class", "text"))
+    text_encoder: str | None = setting(None, "with --condition text: start the text encoder and tokenizer from this "
+                                             "train_clip.py checkpoint's text tower")
+    freeze_text: bool = setting(False, "with --text-encoder: keep the text encoder fixed (Stable Diffusion's recipe) "
+                                       "instead of training it with the U-Net")
     dropout: float | None = setting(None, "dropout in the U-Net's ResBlocks (default: the preset's, 0.1; 0 trains "
                                           "about 1.1x faster on a CPU, README Performance)",
                                    check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
@@ -98,9 +113,9 @@ def train_step(model, net, diffusion: Diffusion, optimizer, ema: EMA, batch, cfg
     ‖target − f_θ(x_t, t)‖² (target ε in the paper; v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0 by default here),
     a gradient step, the EMA update. `net` is `model` as it runs (compiled,
     DistributedDataParallel). No value is read on the host here: tests run it on the meta device."""
-    x0, y = batch
-    # label dropout: the model also learns p(x), for classifier-free guidance
-    cond = model.drop_condition(cfg.cond_drop, y) if model.config.num_classes else {}
+    x0, cond = batch                      # cond: the network's keyword arguments (labels, or a caption's tokens)
+    # condition dropout: the model also learns p(x), for classifier-free guidance
+    cond = model.drop_condition(cfg.cond_drop, **cond) if cond else {}
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and x0.device.type == "cuda"):
         loss = diffusion.loss(net, x0, min_snr_gamma=cfg.min_snr or None, **cond)
     optimizer.zero_grad(set_to_none=True)
@@ -113,13 +128,13 @@ def train_step(model, net, diffusion: Diffusion, optimizer, ema: EMA, batch, cfg
 
 # ---- pictures ---------------------------------------------------------------------------------
 
-def draw(pipe: DiffusionPipeline, x_T, labels, cfg, progress: bool = False):
+def draw(pipe: DiffusionPipeline, x_T, cond: dict, cfg, progress: bool = False):
     """Guided DDIM samples from x_T, and the reverse process of the first one as a strip of
     x_T and ten frames, each captioned with the timestep its image is at. A latent model's
     strip shows the decoded x̂_0 of each step instead (a decoded noisy latent is no picture)."""
     sampler = SamplerConfig("ddim", steps=cfg.sample_steps, clip_x0=pipe.clip_x0)
     frames = Frames()
-    x = sampler.sample(pipe.denoiser(cfg.guidance), x_T, cond=pipe.condition(labels), callback=frames, progress=progress)
+    x = sampler.sample(pipe.denoiser(cfg.guidance), x_T, cond=cond, callback=frames, progress=progress)
     strip, captions = frames.strip(10, of="x_t" if pipe.latent is None else "x0")
     t_T = sampler.timesteps(pipe.diffusion)[0]
     first = x_T[:1] if pipe.latent is None else pipe.to_pixels(torch.zeros_like(x_T[:1]))   # latent: D(0), the mean
@@ -139,9 +154,17 @@ def main(argv=None) -> int:
     data = cfg.select(load_dataset(cfg.dataset, "train", root=cfg.data_root, size=cfg.image_size,
                                    channels=cfg.channels, seed=cfg.seed, download_missing=cfg.download and run_.main))
     C, H, W = data.shape
-    conditional = len(data.classes) > 1
+    text = cfg.condition == "text"
+    conditional = len(data.classes) > 1 and not text
+    if text and cfg.flip:
+        raise MinigenError("--flip with --condition text: captions name positions; a mirrored image contradicts its own")
+    if (cfg.text_encoder or cfg.freeze_text) and not text:
+        raise MinigenError("--text-encoder and --freeze-text go with --condition text")
+    if cfg.freeze_text and not cfg.text_encoder:
+        raise MinigenError("--freeze-text keeps a trained text encoder fixed: give one with --text-encoder CLIP_CKPT")
     say(f"data: {cfg.dataset}, {len(data)} images of {C}x{H}x{W}, "
-        + (f"{len(data.classes)} classes (class-conditional)" if conditional else "unconditional"))
+        + ("captions (text-conditional)" if text else f"{len(data.classes)} classes (class-conditional)"
+           if conditional else "unconditional"))
 
     # ---- latent diffusion: the frozen autoencoder and the scale of its latents ---------------
     latent = None
@@ -164,17 +187,38 @@ def main(argv=None) -> int:
                        **({"dropout": cfg.dropout} if cfg.dropout is not None else {}))
     # pixels: the preset at the data's size; latents: its levels and attention fitted to the small grid
     model_cfg = fit_grid(model_cfg, (H, W)) if latent is not None else dataclasses.replace(model_cfg, image_size=(H, W))
+    tokenizer, clip = None, None
+    if text:                            # the text encoder, its tokenizer, and cross-attention in the U-Net
+        if run_.state is not None:
+            tokenizer, text_cfg = Tokenizer(**run_.state["extra"]["tokenizer"]), run_.state["config"]["text"]
+            text_cfg = text_models.TextEncoderConfig(**text_cfg)
+        elif cfg.text_encoder:
+            clip = pipelines.load(cfg.text_encoder, device, kind="clip")
+            tokenizer, text_cfg = clip.tokenizer, clip.network.config.text
+        else:
+            tokenizer = Tokenizer.learn(data.every_caption())
+            text_cfg = text_models.preset("tiny" if cfg.preset == "tiny" else "cpu", vocab_size=len(tokenizer),
+                                          max_len=tokenizer.max_len)
+        model_cfg = TextToImageConfig(dataclasses.replace(model_cfg, context_dim=text_cfg.dim), text_cfg, cfg.freeze_text)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = UNet(model_cfg).to(device).to(memory_format=memory_format)
+    model = TextToImage(model_cfg) if text else UNet(model_cfg)
+    if clip is not None:
+        model.text.load_state_dict(clip.network.text.state_dict())      # CLIP's text tower
+    model = model.to(device).to(memory_format=memory_format)
     diffusion_cfg = DiffusionConfig(cfg.schedule, cfg.T, cfg.prediction)
     diffusion = Diffusion.from_config(diffusion_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
     ema = EMA(model, max_decay=cfg.ema_decay, power=3 / 4)
     y1 = torch.zeros(1, dtype=torch.long, device=device)
-    flops = count_flops(model, torch.zeros(1, C, H, W, device=device), y1, y1 if conditional else None)
-    say(f"model: U-Net '{cfg.preset}', {count_parameters(model) / 1e6:.2f}M parameters, "
-        f"{flops / 1e9:.3f} GFLOP per {H}x{W} image forward")
+    one = [v.to(device) for v in tokenizer.encode(["a"])] if text else [y1 if conditional else None]
+    flops = count_flops(model, torch.zeros(1, C, H, W, device=device), y1, *one)
+    say(f"model: U-Net '{cfg.preset}', {count_parameters(model) / 1e6:.2f}M parameters"
+        + (f" with a text encoder ({count_parameters(model.text) / 1e6:.2f}M, "
+           f"{'from ' + cfg.text_encoder if cfg.text_encoder else 'trained with it'}"
+           f"{', frozen' if cfg.freeze_text else ''}; {len(tokenizer)} words)" if text else "")
+        + f", {flops / 1e9:.3f} GFLOP per {H}x{W} image forward")
     say(f"config: {dataclasses.asdict(cfg)}")
     say(f"model config: {dataclasses.asdict(model_cfg)}")
 
@@ -182,15 +226,21 @@ def main(argv=None) -> int:
     n_preview = 2 * len(data.classes) if conditional else 20
     fixed_labels = torch.arange(n_preview) % len(data.classes) if conditional else torch.zeros(n_preview, dtype=torch.long)
     fixed_noise = torch.randn(n_preview, C, H, W, generator=g)
+    fixed_prompts = data.captions(torch.arange(n_preview // 2).repeat(2), 0) if text else []   # each prompt twice
     if run_.state is not None:
         fixed_noise, fixed_labels = run_.state["extra"]["fixed_noise"], run_.state["extra"]["fixed_labels"]
+        fixed_prompts = run_.state["extra"].get("fixed_prompts", [])
     start = run_.attach(model, model_cfg, ema=ema, optimizer=optimizer, scheduler=scheduler,
                         extra={"diffusion": dataclasses.asdict(diffusion_cfg), "classes": list(data.classes),
                                "fixed_noise": fixed_noise, "fixed_labels": fixed_labels,
-                               **({"latent": latent.state()} if latent is not None else {})},
+                               **({"latent": latent.state()} if latent is not None else {}),
+                               **({"condition": "text", "tokenizer": tokenizer.state(), "fixed_prompts": fixed_prompts}
+                                  if text else {})},
                         classes=list(data.classes) if conditional else [])
     fixed_noise, fixed_labels = fixed_noise.to(device), fixed_labels.to(device)
-    pipe = DiffusionPipeline(ema.model, diffusion, list(data.classes), latent=latent)   # samples: the EMA weights
+    pipe = DiffusionPipeline(ema.model, diffusion, list(data.classes), latent=latent,   # samples: the EMA weights
+                             tokenizer=tokenizer if text else None)
+    preview = pipe.prompts(fixed_prompts) if text else pipe.condition(fixed_labels)
 
     net = run_.wrap(model)
     net = torch.compile(net, mode="reduce-overhead" if cfg.cuda_graphs else "default") if cfg.compile else net
@@ -204,12 +254,17 @@ def main(argv=None) -> int:
     with run_:
         for step in run_.steps():
             model.train()
-            x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world),
-                               flip=cfg.flip)
+            index = batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world)
+            x0, y = data.batch(index, flip=cfg.flip)
+            if text:                              # each caption in a phrasing drawn anew (a pure function of the step)
+                words = data.captions(index, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+                cond = dict(zip(("ids", "mask"), (v.to(device) for v in tokenizer.encode(words))))
+            else:
+                cond = {"y": y.to(device, non_blocking=True)} if conditional else {}
             x0 = x0.to(device, non_blocking=True)
             if latent is not None:                # z_0 = s·z, z ~ q(z | x_0): a fresh draw every step
                 x0 = latent.encode(x0)
-            batch = x0.contiguous(memory_format=memory_format), y.to(device, non_blocking=True)
+            batch = x0.contiguous(memory_format=memory_format), cond
             if cfg.cuda_graphs:                   # a new iteration: the last step's graph outputs are done with
                 torch.compiler.cudagraph_mark_step_begin()
             loss, grad_norm = train_step(model, net, diffusion, optimizer, ema, batch, cfg)
@@ -219,7 +274,7 @@ def main(argv=None) -> int:
             if run_.due(cfg.log_every):
                 run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0], grad_norm=grad_norm.item())
             if run_.main and run_.due(cfg.sample_every, last=False):
-                x, strip, captions = draw(pipe, fixed_noise, fixed_labels, cfg)
+                x, strip, captions = draw(pipe, fixed_noise, preview, cfg)
                 names = [data.classes[i][:8] for i in fixed_labels.tolist()] if conditional else None
                 save_grid(x, run_.out / "samples" / f"step_{step + 1:06d}.png", nrow=10, captions=names)
                 save_strip(strip, run_.out / "strips" / f"step_{step + 1:06d}.png", captions=captions)
@@ -231,11 +286,14 @@ def main(argv=None) -> int:
     if run_.main:
         rows = len(data.classes) if conditional else 4
         labels = torch.arange(rows).repeat_interleave(10).to(device) if conditional else None
+        prompts = fixed_prompts[:rows] if text else []                     # a row per prompt
+        cond = pipe.prompts([p for p in prompts for _ in range(10)]) if text else pipe.condition(labels)
         noise = torch.randn(rows * 10, C, H, W, generator=torch.Generator().manual_seed(cfg.seed + 2)).to(device)
         began = time.perf_counter()
-        x, strip, captions = draw(pipe, noise, labels, cfg, progress=True)
+        x, strip, captions = draw(pipe, noise, cond, cfg, progress=True)
         seconds = time.perf_counter() - began
-        grid = save_grid(x, run_.out / "samples.png", nrow=10, row_labels=[c[:10] for c in data.classes] if conditional else None)
+        row_labels = [p[:40] for p in prompts] if text else [c[:10] for c in data.classes] if conditional else None
+        grid = save_grid(x, run_.out / "samples.png", nrow=10, row_labels=row_labels)
         strip = save_strip(strip, run_.out / "reverse.png", captions=captions)
         say(f"wrote {grid} (DDIM {cfg.sample_steps} steps, guidance {cfg.guidance}, {len(x) / seconds:.1f} images/s) "
             f"and {strip}")

@@ -1,10 +1,13 @@
 """minigen: generative vision models written out in plain PyTorch, to be read.
 
 Where things live:
-    minigen/models/      the networks: unet.py (denoiser), dcgan.py (G and D), vit.py (classifier)
+    minigen/models/      the networks: unet.py (denoiser), dcgan.py (G and D), vit.py (classifier),
+                         autoencoder.py (VAE), text.py and clip.py (words), text_to_image.py
     minigen/layers.py    what several models share: time embedding, attention (self or cross)
     minigen/diffusion/   the process (q, loss, one step), the denoiser and its guidance wrappers,
-                         the one sampling loop, editing (RePaint, SDEdit, inversion), schedules
+                         the one sampling loop, editing (RePaint, SDEdit, inversion), schedules,
+                         distillation, latent.py (the autoencoder's latent space for latent diffusion)
+    minigen/tokenizer.py words -> token ids and a padding mask, learned from captions
     minigen/pipelines.py load(checkpoint) -> a pipeline ready to sample or judge
     minigen/training/    the run lifecycle (resume, Ctrl-C, DDP, saves), checkpoints, EMA, LR, logs
     minigen/data/        the data registry, built-in sets, readers for real data, download

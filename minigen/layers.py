@@ -8,12 +8,14 @@ Papers:
         another sequence, e.g. text tokens)
     Wu & He 2018, Group Normalization, arXiv:1803.08494
 
-Two attention modules, one idea:
+Three attention modules, one idea:
     MultiHeadAttention     over a sequence of tokens (B, N, D): self-attention when no context
                            is given (the ViT's blocks), cross-attention to a context (B, M, D_c)
                            with a padding mask otherwise (for text tokens).
     SpatialSelfAttention   over the H·W positions of a feature map (B, C, H, W), with its
                            projections as 1x1 convolutions (the U-Net's, as in Ho et al.'s code).
+    SpatialCrossAttention  the H·W positions of a feature map as queries, a context's tokens (text)
+                           as keys and values: MultiHeadAttention on the flattened map.
 Both compute softmax(Q·Kᵀ/√d)·V per head by F.scaled_dot_product_attention.
 """
 
@@ -83,10 +85,14 @@ class MultiHeadAttention(nn.Module):
         return self.proj(h.transpose(1, 2).reshape(B, N, D))                      # (B, heads, N, d) -> (B, N, D)
 
     @torch.no_grad()
-    def weights(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """softmax(Q·Kᵀ/√d) written out, for pictures: (B, heads, N, M)."""
+    def weights(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """softmax(Q·Kᵀ/√d) written out, for pictures: (B, heads, N, M); masked keys get weight 0."""
         q, k, _ = self.qkv_heads(x, context)
-        return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])                 # (B, heads, N, M)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        return torch.softmax(scores, dim=-1)
 
 
 class SpatialSelfAttention(nn.Module):
@@ -113,3 +119,24 @@ class SpatialSelfAttention(nn.Module):
         h = h.permute(0, 1, 3, 2).reshape(B, C, H, W)                      # (B, heads, d, HW) -> (B, C, H, W)
         return x + self.out(h)
 
+
+
+class SpatialCrossAttention(nn.Module):
+    """Cross-attention from a feature map to a context (Rombach et al. 2022, §3.3): each of the
+    H·W positions is a query, LN over its channels, the context's tokens (B, M, D_c) give keys
+    and values, the padding mask (B, M) hides [PAD]:
+        x + W_o·softmax(Q·Kᵀ/√d)·V,   Q = LN(x)·W_q, K = context·W_k, V = context·W_v.
+    The output projection starts at zero (the block starts as the identity, like the other
+    residual branches)."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int):
+        super().__init__()
+        self.attn = MultiHeadAttention(channels, num_heads, context_dim)
+        nn.init.zeros_(self.attn.proj.weight)
+        nn.init.zeros_(self.attn.proj.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        tokens = x.flatten(2).transpose(1, 2)                               # (B, C, H, W) -> (B, HW, C)
+        out = self.attn(tokens, context, mask)                              # (B, HW, C)
+        return x + out.transpose(1, 2).reshape(B, C, H, W)

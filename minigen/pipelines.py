@@ -29,6 +29,7 @@ from .errors import CheckpointError, MinigenError
 from .models.autoencoder import Autoencoder, AutoencoderConfig
 from .models.clip import CLIP, CLIPConfig
 from .models.dcgan import DCGANConfig, Discriminator, Generator
+from .models.text_to_image import TextToImage, TextToImageConfig
 from .models.unet import UNet, UNetConfig
 from .models.vit import ViT, ViTConfig
 from .tokenizer import Tokenizer
@@ -58,14 +59,27 @@ class Pipeline:
 
 @dataclass
 class DiffusionPipeline(Pipeline):
-    network: UNet                       # EMA weights, eval mode
+    network: UNet | TextToImage         # EMA weights, eval mode
     diffusion: Diffusion
     classes: list[str] = field(default_factory=list)
     step: int = 0                       # training steps behind these weights
     data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
     distilled_steps: int | None = None  # a distilled student: the DDIM steps it was trained to take (distil.py)
     latent: LatentSpace | None = None   # latent diffusion: the network denoises s·z, z = E(x) (diffusion/latent.py)
+    tokenizer: Tokenizer | None = None  # a text-conditional model (models/text_to_image.py): its prompts' words
     kind = "ddpm"
+
+    def prompts(self, texts: list[str]) -> dict:
+        """The network's keyword arguments for these prompts (a text-conditional model). A word
+        the tokenizer never saw is refused in one line naming it: the model knows nothing of it."""
+        if self.tokenizer is None:
+            raise MinigenError("this model is not text-conditional (train_ddpm.py --condition text makes one)")
+        unknown = list(dict.fromkeys(w for text in texts for w in self.tokenizer.unknown(text)))
+        if unknown:
+            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in the prompt: {', '.join(map(repr, unknown))}; "
+                               f"this model knows: {' '.join(self.tokenizer.vocab[3:])}")
+        ids, mask = self.tokenizer.encode(texts)
+        return {"ids": ids.to(self.device), "mask": mask.to(self.device)}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -109,7 +123,7 @@ class DiffusionPipeline(Pipeline):
         (σ_low, σ_high] when `sigma_interval` is given (Kynkäänniemi et al. 2024); rescaled by
         φ = `rescale` (Lin et al. 2024)."""
         network = self.network if network is None else network
-        if self.num_classes and (guidance != 1.0 or negative is not None):
+        if (self.num_classes or self.tokenizer is not None) and (guidance != 1.0 or negative is not None):
             interval = None
             if sigma_interval is not None:
                 sigma = self.diffusion.sigma.cpu()                                                  # rises with t
@@ -262,12 +276,15 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
     data = state["extra"].get("data") or {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}
     try:
         if state["kind"] == "ddpm":
-            network = _ready(UNet(UNetConfig(**state["config"])), _weights(state), device)
+            text = state["extra"].get("condition") == "text"
+            network = TextToImage(TextToImageConfig.from_dict(state["config"])) if text else UNet(UNetConfig(**state["config"]))
+            network = _ready(network, _weights(state), device)
+            tokenizer = Tokenizer(**state["extra"]["tokenizer"]) if text else None
             diffusion = Diffusion.from_config(DiffusionConfig(**state["extra"]["diffusion"])).to(device)
             latent = state["extra"].get("latent")
             latent = LatentSpace.from_state(latent, str(path)).to(device) if latent is not None else None
             return DiffusionPipeline(network, diffusion, classes, step, data, state["extra"].get("distilled_steps"),
-                                     latent)
+                                     latent, tokenizer)
         if state["kind"] == "gan":
             config = DCGANConfig(**state["config"])
             G = _ready(Generator(config), _weights(state), device)

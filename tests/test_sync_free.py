@@ -33,7 +33,7 @@ def ddpm_parts(device):
     model = unet.UNet(unet.preset("tiny", num_classes=10, dropout=0.1)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     diffusion = Diffusion.from_config(DiffusionConfig(prediction="v")).to(device)
-    batch = torch.randn(4, 1, 28, 28, device=device), torch.randint(0, 10, (4,), device=device)
+    batch = torch.randn(4, 1, 28, 28, device=device), {"y": torch.randint(0, 10, (4,), device=device)}
     return cfg, model, optimizer, diffusion, batch
 
 
@@ -77,7 +77,8 @@ def test_the_pieces_of_a_step_compile_whole():
     """fullgraph=True: forward + loss, the clipped optimizer step, the EMA update, and one guided
     sampler step, each one graph without a break."""
     torch._dynamo.reset()
-    cfg, model, optimizer, diffusion, (x0, y) = ddpm_parts(torch.device("cpu"))
+    cfg, model, optimizer, diffusion, (x0, cond) = ddpm_parts(torch.device("cpu"))
+    y = cond["y"]
     ema = EMA(model)
     whole = lambda fn: torch.compile(fn, fullgraph=True, backend="eager")
 

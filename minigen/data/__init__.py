@@ -85,6 +85,12 @@ class ImageSet:
         """What the captions name, (N, A): the attributes, or the label as the one attribute."""
         return self.attributes if self.attributes is not None else self.labels[:, None]
 
+    def every_caption(self) -> list[str]:
+        """Every caption this set can give: each combination of attribute values in each
+        phrasing (what a tokenizer is learned from, so that no word of the data is unknown)."""
+        captioning = self.captioning or class_captioning(self.classes)
+        return [c for p in range(12) for c in captioning.every_combination(p)[0]]
+
     def captions(self, index: torch.Tensor, phrasing: int | None = None,
                  generator: torch.Generator | None = None) -> list[str]:
         """The captions of the images at `index`: in phrasing `phrasing`, or each in a phrasing

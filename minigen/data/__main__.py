@@ -2,6 +2,7 @@
 
     python -m minigen.data show glyphs --out glyphs.png        # a labelled grid of samples
     python -m minigen.data show folder:~/cars --size 64 -n 32
+    python -m minigen.data show captioned-shapes --captions -n 8   # each image beside its caption
     python -m minigen.data download mnist --root data          # MNIST, Fashion-MNIST, CIFAR-10
 """
 
@@ -31,6 +32,8 @@ def main(argv=None) -> int:
     show.add_argument("--download", action="store_true", help="download mnist/fashion/cifar10 if missing")
     show.add_argument("--seed", type=int, default=0, help="seed of a built-in set (default: 0)")
     show.add_argument("--out", default="dataset.png", help="where to write the grid (default: dataset.png)")
+    show.add_argument("--captions", action="store_true", help="one image a row, beside its caption (in turn in each "
+                                                             "phrasing), instead of a grid labelled by class")
     get = sub.add_parser("download", help="download a data set: " + ", ".join(DOWNLOADABLE))
     get.add_argument("dataset", choices=DOWNLOADABLE)
     get.add_argument("--root", default=None, help=f"where to put it (default: {data_root()})")
@@ -47,8 +50,13 @@ def main(argv=None) -> int:
                           seed=args.seed, download_missing=args.download)
         print(f"{ds.name} {args.split}: {len(ds)} images of shape {ds.shape}, {len(ds.classes)} classes "
               f"({time.perf_counter() - start:.1f}s; generated sets are cached in {cache_dir()})")
-        x, y = ds.batch(torch.arange(min(args.n, len(ds))))
-        path = save_grid(x, out, nrow=10, captions=[ds.classes[i][:8] for i in y.tolist()])
+        index = torch.arange(min(args.n, len(ds)))
+        x, y = ds.batch(index)
+        if args.captions:
+            texts = [ds.captions(index[i:i + 1], phrasing=i)[0] for i in range(len(index))]
+            path = save_grid(x, out, nrow=1, row_labels=texts, scale=2)
+        else:
+            path = save_grid(x, out, nrow=10, captions=[ds.classes[i][:8] for i in y.tolist()])
         print(f"wrote {path}")
         return 0
     except MinigenError as e:

@@ -17,10 +17,13 @@ it (Fashion-MNIST: Debian's dataset-fashion-mnist, /usr/share/datasets/fashion-m
 no MNIST or CIFAR-10 package).
 """
 
+import itertools
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from . import captioned, glyphs, readers, shapes
 
@@ -68,6 +71,13 @@ class Captioning:
     attributes: dict[str, list[str]]                 # name -> its values' words; the class comes first
     describe: Callable                               # (facts (N, A), phrasing) -> N captions
     held_out: Callable | None = None                 # facts (N, A) -> (N,) bool: never in the training split
+
+    def every_combination(self, phrasing: int = 0) -> tuple[list[str], torch.Tensor]:
+        """A caption of every combination of attribute values, and those values (M, A): the
+        candidates a zero-shot reading of an image picks from."""
+        sizes = [len(values) for values in self.attributes.values()]
+        facts = torch.tensor(list(itertools.product(*[range(k) for k in sizes])))      # (M, A)
+        return self.describe(facts, phrasing), facts
 
 
 def class_captioning(classes: list[str], template: str = "a picture of a {}") -> Captioning:

@@ -8,6 +8,8 @@ Papers:
     Dhariwal & Nichol 2021, Diffusion Models Beat GANs, arXiv:2105.05233 (scale-and-shift
         conditioning of the normalised features, "AdaGN"; zero-initialised last convolutions)
     Ho & Salimans 2022, Classifier-Free Guidance, arXiv:2207.12598 (the extra "null" label)
+    Rombach et al. 2022, Latent Diffusion Models, arXiv:2112.10752, §3.3 (cross-attention to text
+        tokens wherever there is self-attention; models/text_to_image.py supplies the tokens)
 
 Layout for the `cpu` preset on 28x28 digits (channels in brackets):
     x_t (1, 28, 28) -> conv [32] -> level 0: ResBlock [32] at 28x28        -> Downsample
@@ -17,7 +19,8 @@ Layout for the `cpu` preset on 28x28 digits (channels in brackets):
                     -> the same levels back up, each block eating one skip (concatenated),
                        Upsample between levels -> GroupNorm, SiLU, conv -> output (1, 28, 28)
 The timestep (and the class label, when the model is conditional) becomes one embedding
-vector that every ResBlock turns into a per-channel scale and shift.
+vector that every ResBlock turns into a per-channel scale and shift. With `context_dim` > 0,
+every attention site (and the middle) also cross-attends to a sequence of context tokens.
 
 Left out: BigGAN-style up/down-sampling residual blocks, learned variance output,
 and attention heads sized by channels per head rather than a head count.
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers import SpatialSelfAttention, group_norm, timestep_embedding
+from ..layers import SpatialCrossAttention, SpatialSelfAttention, group_norm, timestep_embedding
 
 
 @dataclass
@@ -44,6 +47,7 @@ class UNetConfig:
     dropout: float = 0.1
     num_classes: int = 0                    # 0: unconditional; else labels 0..K−1 and K = "null"
     groups: int = 8                         # GroupNorm groups (Wu & He 2018); 32 in Ho et al.
+    context_dim: int = 0                    # width of context tokens (text) to cross-attend to; 0: none
 
 
 PRESETS = {
@@ -127,13 +131,22 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class Level(nn.Module):
-    """The blocks of one resolution: ResBlocks, each followed by attention where configured."""
+class NoCrossAttention(nn.Module):
+    """Where there is no cross-attention: the features pass unchanged (no parameters)."""
 
-    def __init__(self, blocks: list[ResBlock], attentions: list[nn.Module]):
+    def forward(self, x, context=None, mask=None):
+        return x
+
+
+class Level(nn.Module):
+    """The blocks of one resolution: ResBlocks, each followed by attention where configured
+    (self-attention, then cross-attention to the context for a text-conditional model)."""
+
+    def __init__(self, blocks: list[ResBlock], attentions: list[nn.Module], crosses: list[nn.Module]):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attentions = nn.ModuleList(attentions)
+        self.crosses = nn.ModuleList(crosses)
 
 
 class UNet(nn.Module):
@@ -159,17 +172,22 @@ class UNet(nn.Module):
         def attention(ch: int, size: int) -> nn.Module:
             return SpatialSelfAttention(ch, c.num_heads, c.groups) if size in c.attention_resolutions else nn.Identity()
 
+        def cross(ch: int, size: int | None) -> nn.Module:         # size None: the middle, always
+            wanted = c.context_dim and (size is None or size in c.attention_resolutions)
+            return SpatialCrossAttention(ch, c.context_dim, c.num_heads) if wanted else NoCrossAttention()
+
         # ---- encoder: remember every feature map's channels for its skip connection ----
         skips, ch, size = [c.base_channels], c.base_channels, min(H, W)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         for i, mult in enumerate(c.channel_mults):
-            blocks, attns = [], []
+            blocks, attns, crosses = [], [], []
             for _ in range(c.num_res_blocks):
                 blocks.append(ResBlock(ch, mult * c.base_channels, emb_dim, c.dropout, c.groups))
                 ch = mult * c.base_channels
                 attns.append(attention(ch, size))
+                crosses.append(cross(ch, size))
                 skips.append(ch)
-            self.down.append(Level(blocks, attns))
+            self.down.append(Level(blocks, attns, crosses))
             if i < levels - 1:
                 self.downsample.append(Downsample(ch))
                 skips.append(ch)
@@ -177,16 +195,18 @@ class UNet(nn.Module):
         # ---- middle ----
         self.mid1 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
         self.mid_attn = SpatialSelfAttention(ch, c.num_heads, c.groups)
+        self.mid_cross = cross(ch, None)
         self.mid2 = ResBlock(ch, ch, emb_dim, c.dropout, c.groups)
         # ---- decoder: one more block per level than the encoder, each eating one skip ----
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i, mult in reversed(list(enumerate(c.channel_mults))):
-            blocks, attns = [], []
+            blocks, attns, crosses = [], [], []
             for _ in range(c.num_res_blocks + 1):
                 blocks.append(ResBlock(ch + skips.pop(), mult * c.base_channels, emb_dim, c.dropout, c.groups))
                 ch = mult * c.base_channels
                 attns.append(attention(ch, size))
-            self.up.append(Level(blocks, attns))
+                crosses.append(cross(ch, size))
+            self.up.append(Level(blocks, attns, crosses))
             if i > 0:
                 self.upsample.append(Upsample(ch))
                 size *= 2
@@ -194,8 +214,15 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                extra_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (B, C, H, W), t (B,); y (B,) class labels; context (B, M, context_dim) tokens with
+        context_mask (B, M), True for real tokens (a text-conditional model); extra_emb (B, 4·base)
+        added to the time embedding (a pooled text vector)."""
         c = self.config
+        if c.context_dim and context is None:
+            raise ValueError("this U-Net cross-attends to context tokens; give context (and context_mask)")
         if x.shape[1:] != (c.image_channels, *c.image_size):
             raise ValueError(f"this U-Net takes images of shape {(c.image_channels, *c.image_size)}, "
                              f"got {tuple(x.shape[1:])}")
@@ -204,19 +231,22 @@ class UNet(nn.Module):
             if y is None:                                                  # no label given: the null label
                 y = torch.full((x.shape[0],), c.num_classes, dtype=torch.long, device=x.device)
             emb = emb + self.label_emb(y)
+        if extra_emb is not None:
+            emb = emb + extra_emb
         h = self.stem(x)
         hs = [h]
         for i, level in enumerate(self.down):
-            for block, attn in zip(level.blocks, level.attentions):
-                h = attn(block(h, emb))
+            for block, attn, cross in zip(level.blocks, level.attentions, level.crosses):
+                h = cross(attn(block(h, emb)), context, context_mask)
                 hs.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        h = self.mid2(self.mid_cross(self.mid_attn(self.mid1(h, emb)), context, context_mask), emb)
         for i, level in enumerate(self.up):
-            for block, attn in zip(level.blocks, level.attentions):
+            for block, attn, cross in zip(level.blocks, level.attentions, level.crosses):
                 h = attn(block(torch.cat([h, hs.pop()], dim=1), emb))      # (B, ch + skip, H, W)
+                h = cross(h, context, context_mask)
             if i < len(self.upsample):
                 h = self.upsample[i](h)
         return self.head(h)

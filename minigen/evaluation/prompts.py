@@ -1,0 +1,101 @@
+"""Does a text-to-image model draw what its prompt says? Prompt accuracy, judged by minigen's CLIP.
+
+    python -m minigen.evaluation.prompts --ckpt runs/t2i/last.pt --clip runs/clip/last.pt
+
+Prompts are the captions (phrasing 0) of test images of captioned-shapes: --n of combinations
+seen in training and --n of the held-out ones (every green triangle, ...). One sample per
+prompt, DDIM --steps with classifier-free guidance --guidance. The CLIP reads each sample's
+attributes zero-shot (metrics.zero_shot_attributes: every combination's caption, the most
+probable value of each attribute); a sample is right when every attribute it was prompted
+with is read back. The same CLIP on the real test images behind the prompts is the judge's own
+ceiling, shown beside. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
+and, with --negative, the same with a negative prompt naming another colour than the prompt's.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import pipelines
+from ..data import load_dataset
+from ..diffusion import SamplerConfig
+from .metrics import clip_score, zero_shot_attributes
+
+
+@torch.no_grad()
+def read_attributes(clip, data, images: torch.Tensor) -> torch.Tensor:
+    """The CLIP's zero-shot reading (N, A) of images in [−1, 1]."""
+    captions, facts = data.captioning.every_combination()
+    T = torch.cat([clip.encode_text(part) for part in _chunks(captions, 500)]).cpu()
+    I = torch.cat([clip.encode_image(images[i:i + 250]).cpu() for i in range(0, len(images), 250)])
+    return zero_shot_attributes(I, T, facts)
+
+
+def _chunks(items: list, n: int):
+    return [items[i:i + n] for i in range(0, len(items), n)]
+
+
+def accuracy_by_attribute(predicted: torch.Tensor, truth: torch.Tensor, names: list[str]) -> dict:
+    out = {name: (predicted[:, a] == truth[:, a]).float().mean().item() for a, name in enumerate(names)}
+    out["all"] = (predicted == truth).all(1).float().mean().item()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.prompts", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ddpm.py --condition text)")
+    parser.add_argument("--clip", required=True, help="the judge: a CLIP from train_clip.py on the same data")
+    parser.add_argument("-n", type=int, default=100, help="prompts of seen and of held-out combinations, each (default: 100)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: 3)")
+    parser.add_argument("--negative", action="store_true", help="also sample with a negative prompt: another colour")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/eval-prompts", help="folder for prompts.json")
+    args = parser.parse_args(argv)
+    pipe = pipelines.load(args.ckpt, kind="ddpm")
+    clip = pipelines.load(args.clip, kind="clip")
+    if pipe.tokenizer is None:
+        parser.error(f"{args.ckpt} is not text-conditional")
+    data = load_dataset(pipe.data["dataset"], "test")
+    names = list(data.captioning.attributes)
+    held = torch.from_numpy(data.captioning.held_out(data.facts.numpy()))
+    g = torch.Generator().manual_seed(args.seed)
+    pick = lambda rows: rows.nonzero().flatten()[torch.randperm(int(rows.sum()), generator=g)[:args.n]]
+    report = {"args": vars(args)}
+    for split, index in (("seen", pick(~held)), ("held_out", pick(held))):
+        prompts, truth = data.captions(index, 0), data.facts[index]
+        runs = [("plain", None)]
+        if args.negative:      # a negative prompt naming the next colour of the palette than the prompted one
+            colours = data.captioning.attributes["colour"]
+            runs.append(("negative", [colours[(int(c) + 1) % len(colours)] for c in truth[:, 1]]))
+        row = {"n": len(index), "judge_on_real": accuracy_by_attribute(read_attributes(clip, data, data.batch(index)[0]),
+                                                                      truth, names)}
+        for name, negative in runs:
+            torch.manual_seed(args.seed)
+            generator = torch.Generator().manual_seed(args.seed)
+            denoiser = pipe.denoiser(args.guidance, pipe.prompts(negative) if negative else None)
+            start = time.perf_counter()
+            x = pipe.to_pixels(SamplerConfig("ddim", args.steps, clip_x0=pipe.clip_x0).sample(
+                denoiser, pipe.noise(len(prompts), generator), cond=pipe.prompts(prompts), generator=generator,
+                progress=False)).cpu()
+            seconds = time.perf_counter() - start
+            row[name] = {**accuracy_by_attribute(read_attributes(clip, data, x), truth, names),
+                         "CLIPScore": clip_score(clip.encode_image(x).cpu(), clip.encode_text(prompts).cpu()),
+                         "images_per_s": len(x) / seconds}
+            print(f"{split:9s} {name:8s} prompt accuracy {row[name]['all']:.1%} ("
+                  + ", ".join(f"{k} {row[name][k]:.0%}" for k in names) + f"), CLIPScore {row[name]['CLIPScore']:.3f}, "
+                  f"{row[name]['images_per_s']:.1f} images/s; the judge on the real images: {row['judge_on_real']['all']:.1%}")
+        report[split] = row
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prompts.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {out / 'prompts.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
