@@ -178,10 +178,13 @@ def make_denoiser(args, pipe, labels, net):
     """The network with every guidance asked for: classifier-free (with the negative class),
     loss (colour) and classifier guidance, in that order (thresholding comes with the sampler)."""
     C, K, device = pipe.image_shape[0], pipe.num_classes, pipe.device
-    for flag, given in (("--color-target", args.color_target), ("--classifier", args.classifier),
-                        ("--clip-guidance", args.clip_guidance), ("--dynamic-threshold", args.dynamic_threshold)):
+    # A latent model's x̂_0 is a latent: a loss on pixels is taken through the decoder (latent.pixel_loss);
+    # a classifier of noisy pixels and a pixel-range threshold have no meaning on noisy latents.
+    for flag, given in (("--classifier", args.classifier), ("--dynamic-threshold", args.dynamic_threshold)):
         if given and pipe.latent is not None:
-            raise MinigenError(f"{flag} acts on pixels during sampling; {args.ckpt} samples latents (latent diffusion)")
+            raise MinigenError(f"{flag} acts on noisy pixels during sampling; {args.ckpt} samples latents "
+                               "(latent diffusion)")
+    in_pixels = (lambda loss: loss) if pipe.latent is None else pipe.latent.pixel_loss
     negative = None
     if args.negative_class is not None:
         negative = pipe.condition(torch.full((len(labels),), args.negative_class))
@@ -198,7 +201,7 @@ def make_denoiser(args, pipe, labels, net):
             raise MinigenError(f"--color-target {args.color_target}: give {C} value(s) in [0, 1] for this model")
         scale = args.color_scale if args.color_scale is not None else 20.0
         if scale:
-            denoiser = LossGuidance(denoiser, colour_loss([2 * v - 1 for v in rgb]), scale)
+            denoiser = LossGuidance(denoiser, in_pixels(colour_loss([2 * v - 1 for v in rgb])), scale)
     if args.clip_guidance:
         if not args.clip:
             raise MinigenError("--clip-guidance needs --clip CKPT, a CLIP from train_clip.py")
@@ -208,7 +211,8 @@ def make_denoiser(args, pipe, labels, net):
                                f"{'x'.join(map(str, pipe.image_shape))}")
         scale = args.clip_scale if args.clip_scale is not None else 10.0
         if scale:
-            denoiser = LossGuidance(denoiser, clip_loss(clip.encode_image, clip.encode_text([args.clip_guidance])[0]), scale)
+            target = clip.encode_text([args.clip_guidance])[0]
+            denoiser = LossGuidance(denoiser, in_pixels(clip_loss(clip.encode_image, target)), scale)
     if args.classifier:
         if not K:
             raise MinigenError("--classifier steers towards a class: this model has no classes")

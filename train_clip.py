@@ -55,9 +55,24 @@ class CLIPTrainConfig(DataConfig, RunConfig):
     warmup: int = setting(100, "linear warm-up steps, then cosine decay to 0", check=non_negative)
     weight_decay: float = setting(0.05, "AdamW weight decay", check=non_negative)
     max_len: int = setting(24, "tokens per caption, [CLS] included (longer captions are cut)", check=at_least(2))
+    hard_negatives: bool = setting(False, "add, for every image, its caption with one attribute changed as one more "
+                                          "negative (NegCLIP, Yuksekgonul et al. 2023)")
     eval_every: int = setting(500, "zero-shot accuracy on 1,000 test images every N steps (0: only at the end)",
                               runtime=True, check=non_negative)
     out: str = setting("runs/clip", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
+
+
+def hard_negatives(data, index: torch.Tensor, generator: torch.Generator) -> list[str]:
+    """For each image, a caption of the same facts with one attribute (chosen at random) moved to
+    another value, in a random phrasing: "a small red circle ..." -> "a small red *square* ..."."""
+    facts = data.facts[index].clone()                                           # (B, A)
+    sizes = torch.tensor([len(v) for v in data.captioning.attributes.values()])
+    a = torch.randint(0, facts.shape[1], (len(facts),), generator=generator)    # which attribute
+    shift = 1 + (torch.rand(len(facts), generator=generator) * (sizes[a] - 1)).long()   # 1 .. K_a − 1
+    rows = torch.arange(len(facts))
+    facts[rows, a] = (facts[rows, a] + shift) % sizes[a]
+    phrasings = torch.randint(0, 12, (len(facts),), generator=generator).tolist()
+    return [data.captioning.describe(f[None], p)[0] for f, p in zip(facts, phrasings)]
 
 
 @torch.no_grad()
@@ -150,8 +165,10 @@ def main(argv=None) -> int:
             x, _ = train.batch(index)
             phrasings = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)   # a pure function of the step
             ids, mask = tokenizer.encode(train.captions(index, generator=phrasings))
-            logits = net(x.to(device), ids.to(device), mask.to(device))               # (B, B)
-            loss = info_nce(logits)
+            hard = [v.to(device) for v in tokenizer.encode(hard_negatives(train, index, phrasings))] \
+                if cfg.hard_negatives else [None, None]
+            logits, hard_logits = net(x.to(device), ids.to(device), mask.to(device), *hard)   # (B, B), (B, B)
+            loss = info_nce(logits, hard_logits)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -82,7 +82,7 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
     import numpy as np
     assert np.load(tmp_path / "s.npz")["images"].shape == (10, 28, 28, 1)   # decoded to pixels
     assert "latent diffusion on 2x14x14 latents" in capsys.readouterr().out
-    # every sampler and edit works on latents; a pixel-space guidance is refused in one line
+    # every sampler, edit and loss guidance (through the decoder) works on latents; a threshold is refused
     ckpt = ["--ckpt", str(tmp_path / "whole" / "last.pt"), "--no-progress", "-n", "2", "--class", "1"]
     image = tmp_path / "s_strip.png"
     assert sample.run(sample.main, ckpt + ["--sampler", "dpm++", "--steps", "2", "--strip", "--out", str(out)]) == 0
@@ -92,8 +92,9 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
     for edit in (["--inpaint", str(tmp_path / "in.png"), "--mask-box", "0,0,14,28", "--resample", "1"],
                  ["--init", str(tmp_path / "in.png")], ["--invert", str(tmp_path / "in.png"), "-n", "1"]):
         assert sample.run(sample.main, ckpt + ["--steps", "2", "--out", str(tmp_path / "edit.png")] + edit) == 0
-    assert sample.run(sample.main, ckpt + ["--color-target", "1", "--out", str(tmp_path / "c.png")]) == 2
-    assert "acts on pixels during sampling" in capsys.readouterr().err
+    assert sample.run(sample.main, ckpt + ["--color-target", "1", "--steps", "2", "--out", str(tmp_path / "c.png")]) == 0
+    assert sample.run(sample.main, ckpt + ["--dynamic-threshold", "0.9", "--out", str(tmp_path / "c.png")]) == 2
+    assert "acts on noisy pixels during sampling" in capsys.readouterr().err
 
 
 def test_a_missing_or_altered_autoencoder_is_refused_in_one_line(autoencoder, tmp_path, capsys):

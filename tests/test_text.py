@@ -25,6 +25,29 @@ def test_info_nce_is_the_mean_of_both_cross_entropies_computed_by_hand():
     assert info_nce(logits.T).item() == pytest.approx(by_hand, rel=1e-6)                    # symmetric
 
 
+def test_hard_negatives_join_each_images_row_only():
+    """2 images, their 2 captions and 2 hard-negative captions: image i's cross-entropy runs over
+    4 captions, caption j's over the 2 images."""
+    L, hard = [[1.0, 0.2], [0.3, 0.5]], [[0.9, -1.0], [0.4, 2.0]]
+    row = lambda i: -math.log(math.exp(L[i][i]) / (sum(math.exp(v) for v in L[i]) + sum(math.exp(v) for v in hard[i])))
+    col = lambda j: -math.log(math.exp(L[j][j]) / sum(math.exp(L[i][j]) for i in range(2)))
+    by_hand = 0.5 * ((row(0) + row(1)) / 2 + (col(0) + col(1)) / 2)
+    assert info_nce(torch.tensor(L), torch.tensor(hard)).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_a_hard_negative_names_another_value_of_one_attribute():
+    import train_clip
+    digits = load_dataset("glyphs", n=40)
+    negatives = train_clip.hard_negatives(digits, torch.arange(40), torch.Generator().manual_seed(0))
+    assert all(str(int(y)) not in text for y, text in zip(digits.labels, negatives))
+    shapes = load_dataset("captioned-shapes", "test", n=40)
+    negatives = train_clip.hard_negatives(shapes, torch.arange(40), torch.Generator().manual_seed(0))
+    for facts, text in zip(shapes.facts.tolist(), negatives):
+        words = set(text.replace(",", "").split())
+        gone = [name for name, i in zip(ATTRIBUTES, facts) if not set(ATTRIBUTES[name][i].split()) <= words]
+        assert len(gone) == 1, (facts, text)                               # exactly one attribute changed
+
+
 def test_a_perfect_embedding_reads_every_attribute_and_retrieves_every_pair():
     """Captions of all 12 combinations of two attributes (3 x 4), each its own orthogonal
     direction; each image embedded exactly on its combination's caption."""

@@ -75,6 +75,11 @@ class LatentSpace(nn.Module):
         """s·z (B, c, h, w) -> x̂ = D(z) (B, C, H, W), clipped to [−1, 1]."""
         return self.autoencoder.decode(z / self.scale).clamp(-1, 1)
 
+    def pixel_loss(self, loss_fn):
+        """A loss on pixels as a loss on latents: loss(D(z / s)), differentiable through the
+        frozen decoder, so that loss guidance (a colour, a CLIP prompt) steers a latent model."""
+        return lambda z: loss_fn(self.autoencoder.decode(z / self.scale))
+
     def mask(self, keep: torch.Tensor) -> torch.Tensor:
         """A pixel mask (B, 1, H, W), 1 = known, on the latent grid (B, 1, H/f, W/f): a latent
         cell is known only when every pixel of its f×f patch is (a min-pool), so a regenerated

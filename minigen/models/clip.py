@@ -11,7 +11,13 @@ Paper:
     logits = exp(log 1/τ) · I·Tᵀ                                    (B, B): image i against caption j
     loss = ½·[CE(logits, diag) + CE(logitsᵀ, diag)]                  image->text and text->image
 
-A matching pair sits on the diagonal; every other caption of the batch is a negative. Left out:
+A matching pair sits on the diagonal; every other caption of the batch is a negative.
+Hard negatives (Yuksekgonul et al. 2023, NegCLIP, arXiv:2210.01936): a batch rarely holds two
+captions that differ in one word only, so nothing forces the towers to bind every word (CLIPs
+behave like bags of words); captions with one attribute changed ("a small red *square* ...")
+join each image's negatives in the image->text term:
+    loss = ½·[CE([I·Tᵀ, I·T_hardᵀ]·exp(log 1/τ), diag) + CE(logitsᵀ, diag)]
+Left out:
 CLIP's [EOS] pooling (a leading [CLS] here, as the ViT), and its soft handling of nothing: a
 batch that holds two images with the same caption counts the twin as a negative.
 """
@@ -75,13 +81,20 @@ class CLIP(nn.Module):
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(self.text(ids, mask)[1]), dim=-1)      # (B, E)
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, hard_ids: torch.Tensor | None = None,
+                hard_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (B, B) logits of images against captions, and (B, B') against hard-negative captions."""
         scale = self.logit_scale.clamp(max=math.log(100)).exp()                    # 1/τ ≤ 100 (Radford et al. §2.5)
-        return scale * self.encode_image(x) @ self.encode_text(ids, mask).T        # (B, B)
+        I = self.encode_image(x)                                                   # (B, E)
+        logits = scale * I @ self.encode_text(ids, mask).T                         # (B, B)
+        hard = scale * I @ self.encode_text(hard_ids, hard_mask).T if hard_ids is not None else None   # (B, B')
+        return logits, hard
 
 
-def info_nce(logits: torch.Tensor) -> torch.Tensor:
+def info_nce(logits: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
     """The symmetric contrastive loss of a (B, B) similarity matrix whose matching pairs are on
-    its diagonal: the mean of the image->text and text->image cross-entropies."""
+    its diagonal: the mean of the image->text and text->image cross-entropies; `hard` (B, B'),
+    images against hard-negative captions, adds B' more wrong answers to each image's row."""
     target = torch.arange(len(logits), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    rows = logits if hard is None else torch.cat([logits, hard], dim=1)         # (B, B + B')
+    return 0.5 * (F.cross_entropy(rows, target) + F.cross_entropy(logits.T, target))
