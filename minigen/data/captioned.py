@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .shapes import CLASSES as SHAPES
-from .shapes import _sdf
+from .shapes import draw_ink
 
 SIZE = 32
 PALETTE = {"red": (0.90, 0.12, 0.12), "green": (0.10, 0.72, 0.20), "blue": (0.12, 0.28, 0.95),
@@ -102,15 +102,7 @@ def _draw(attributes: torch.Tensor, g: torch.Generator) -> np.ndarray:
     cy = centre[:, 1, None, None] + uniform(-1.5, 1.5)
     angle = uniform(0, 2 * math.pi)
 
-    ys, xs = torch.meshgrid(torch.arange(SIZE) + 0.5, torch.arange(SIZE) + 0.5, indexing="ij")
-    dx, dy = xs - cx, ys - cy                                              # (n, H, W)
-    px = torch.cos(angle) * dx + torch.sin(angle) * dy                     # rotate into the shape's frame
-    py = -torch.sin(angle) * dx + torch.cos(angle) * dy
-    d = torch.empty(n, SIZE, SIZE)
-    for k in range(len(SHAPES)):
-        idx = shape == k
-        d[idx] = _sdf(k, px[idx], py[idx], r[idx])
-    ink = torch.sigmoid(-d / 0.5)[:, None]                                 # (n, 1, H, W), antialiased
+    ink = draw_ink(shape, r, cx, cy, angle, SIZE)                          # (n, 1, H, W), shapes.py's drawing
 
     fg = torch.tensor(list(PALETTE.values()))[colour][:, :, None, None]   # (n, 3, 1, 1)
     fg = (fg + 0.04 * torch.randn(n, 3, 1, 1, generator=g)).clamp(0, 1)   # a little jitter in each named colour

@@ -45,6 +45,26 @@ def _sdf(k: int, px: torch.Tensor, py: torch.Tensor, r: torch.Tensor) -> torch.T
     raise ValueError(f"no signed distance function for class {name!r}")
 
 
+def pixel_centres(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """y and x of every pixel's centre, (H, W) each."""
+    return torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+
+
+def draw_ink(label: torch.Tensor, r, cx, cy, angle, size: int) -> torch.Tensor:
+    """How much of each pixel each image's shape covers, (N, 1, H, W) in [0, 1]: the signed
+    distance in the shape's rotated frame, antialiased over about a pixel. label (N,); r, cx, cy,
+    angle (N, 1, 1), in pixels and radians."""
+    ys, xs = pixel_centres(size)
+    dx, dy = xs - cx, ys - cy                                              # (N, H, W)
+    px = torch.cos(angle) * dx + torch.sin(angle) * dy                     # rotate into the shape's frame
+    py = -torch.sin(angle) * dx + torch.cos(angle) * dy
+    d = torch.empty(len(label), size, size)
+    for k in range(len(CLASSES)):
+        idx = label == k
+        d[idx] = _sdf(k, px[idx], py[idx], r[idx])                         # (N, H, W) signed distances
+    return torch.sigmoid(-d / 0.5)[:, None]                                # ink = sigmoid(−d / pixel)
+
+
 def make_shapes(n: int, seed: int, chunk: int = 5000, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Generate `n` shapes deterministically from `seed`, drawn at size x size (lengths scale
     with size / 32: the same pictures, more pixels; 32 gives the original set bit for bit).
@@ -66,15 +86,8 @@ def _draw(n: int, g: torch.Generator, size: int = SIZE) -> tuple[np.ndarray, np.
     cx, cy = uniform(n, 1, 1, lo=10 * k, hi=22 * k), uniform(n, 1, 1, lo=10 * k, hi=22 * k)
     angle = uniform(n, 1, 1, lo=0, hi=2 * math.pi)
 
-    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")  # (H, W)
-    dx, dy = xs - cx, ys - cy                                              # (N, H, W)
-    px = torch.cos(angle) * dx + torch.sin(angle) * dy                     # rotate into the shape's frame
-    py = -torch.sin(angle) * dx + torch.cos(angle) * dy
-    d = torch.empty(n, size, size)
-    for k in range(len(CLASSES)):
-        idx = label == k
-        d[idx] = _sdf(k, px[idx], py[idx], r[idx])                         # (N, H, W) signed distances
-    ink = torch.sigmoid(-d / 0.5)[:, None]                                 # (N, 1, H, W), antialiased
+    ink = draw_ink(label, r, cx, cy, angle, size)                           # (N, 1, H, W)
+    ys, xs = pixel_centres(size)
 
     # Background: a linear gradient between two colours along a random direction.
     bg_a, bg_b = uniform(n, 3, 1, 1), uniform(n, 3, 1, 1)
