@@ -9,7 +9,10 @@ attributes zero-shot (metrics.zero_shot_attributes: every combination's caption,
 probable value of each attribute); a sample is right when every attribute it was prompted
 with is read back. The same CLIP on the real test images behind the prompts is the judge's own
 ceiling, shown beside. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
-and, with --negative, the same with a negative prompt naming another colour than the prompt's.
+and, with --negative, the same with a negative prompt: the prompt itself with its colour
+changed to the next of the palette (steer away from "a small *green* circle ..." when asking for
+"a small red circle ..."; a bare word as a negative prompt is a caption the text encoder never
+saw, and measured worse).
 """
 
 import argparse
@@ -69,9 +72,10 @@ def main(argv=None) -> int:
     for split, index in (("seen", pick(~held)), ("held_out", pick(held))):
         prompts, truth = data.captions(index, 0), data.facts[index]
         runs = [("plain", None)]
-        if args.negative:      # a negative prompt naming the next colour of the palette than the prompted one
-            colours = data.captioning.attributes["colour"]
-            runs.append(("negative", [colours[(int(c) + 1) % len(colours)] for c in truth[:, 1]]))
+        if args.negative:      # the prompt with the next colour of the palette
+            other = truth.clone()
+            other[:, 1] = (other[:, 1] + 1) % len(data.captioning.attributes["colour"])
+            runs.append(("negative", data.captioning.describe(other, 0)))
         row = {"n": len(index), "judge_on_real": accuracy_by_attribute(read_attributes(clip, data, data.batch(index)[0]),
                                                                       truth, names)}
         for name, negative in runs:
