@@ -109,6 +109,8 @@ def main(argv=None) -> int:
                            "(train_ddpm.py --prediction v, the default)")
     if pipe.latent is not None:
         raise MinigenError(f"--teacher {cfg.teacher}: a latent diffusion model; distill.py distils pixel models only")
+    if pipe.tokenizer is not None:
+        raise MinigenError(f"--teacher {cfg.teacher}: a text-conditional model; distill.py distils class models only")
     plan = rounds(cfg)
     if cfg.start_steps > diffusion.T:
         raise MinigenError(f"--start-steps {cfg.start_steps}: more than the teacher's T = {diffusion.T}")

@@ -138,6 +138,9 @@ def main(argv=None) -> int:
     clip = pipelines.load(args.clip, device, kind="clip") if args.clip else None
     samples = {path: read_samples(path) for path in args.samples}     # read (and refused) before any work
     pipe = pipelines.load(args.ddpm, device, kind="ddpm") if args.ddpm else None
+    if pipe is not None and pipe.tokenizer is not None:
+        raise MinigenError(f"{args.ddpm}: a text-conditional model draws prompts, not classes; measure it with "
+                           "python -m minigen.evaluation.prompts")
     runs = []                                       # (sampler, steps, guidance) of the diffusion rows
     if pipe is not None:
         runs = [("ddpm", args.ddpm_steps, 3.0)] if args.ddpm_steps else []
