@@ -74,11 +74,7 @@ class DiffusionPipeline(Pipeline):
         the tokenizer never saw is refused in one line naming it: the model knows nothing of it."""
         if self.tokenizer is None:
             raise MinigenError("this model is not text-conditional (train_ddpm.py --condition text makes one)")
-        unknown = list(dict.fromkeys(w for text in texts for w in self.tokenizer.unknown(text)))
-        if unknown:
-            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in the prompt: {', '.join(map(repr, unknown))}; "
-                               f"this model knows: {' '.join(self.tokenizer.vocab[3:])}")
-        ids, mask = self.tokenizer.encode(texts)
+        ids, mask = self.tokenizer.encode_known(texts)
         return {"ids": ids.to(self.device), "mask": mask.to(self.device)}
 
     @property
@@ -241,11 +237,7 @@ class CLIPPipeline(Pipeline):
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         """Unit-length embeddings (B, E) of prompts; a word the tokenizer never saw is refused
         (MinigenError, one line naming the words), since the model knows nothing of it."""
-        unknown = list(dict.fromkeys(w for p in prompts for w in self.tokenizer.unknown(p)))
-        if unknown:
-            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}: this model's "
-                               f"vocabulary is {' '.join(self.tokenizer.vocab[3:])}")
-        ids, mask = self.tokenizer.encode(prompts)
+        ids, mask = self.tokenizer.encode_known(prompts)
         return self.network.encode_text(ids.to(self.device), mask.to(self.device))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .errors import MinigenError
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]"]
 PAD, UNK, CLS = 0, 1, 2
 
@@ -50,6 +52,15 @@ class Tokenizer:
     def unknown(self, text: str) -> list[str]:
         """The words of `text` that are not in the vocabulary, in order, each once."""
         return list(dict.fromkeys(w for w in words(text) if w not in self.index))
+
+    def encode_known(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode`, refusing in one line (MinigenError, naming them) the words this vocabulary
+        never saw: a model knows nothing of them, so a prompt with one is not guessed at."""
+        unknown = list(dict.fromkeys(w for text in texts for w in self.unknown(text)))
+        if unknown:
+            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in the prompt: {', '.join(map(repr, unknown))}; "
+                               f"this model knows: {' '.join(self.vocab[len(SPECIALS):])}")
+        return self.encode(texts)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, max_len) long and mask (B, max_len) bool, True for [CLS] and the words kept
