@@ -41,7 +41,7 @@ from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
 from minigen.diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, Frames, LossGuidance, SamplerConfig
-from minigen.diffusion.editing import clip_loss, colour_loss, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
+from minigen.diffusion.editing import clip_loss, colour_loss
 from minigen.diffusion.samplers import VARIANCES
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
@@ -236,12 +236,13 @@ def make_denoiser(args, pipe, labels, net):
 def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tuple:
     """Inpainting, SDEdit, DDIM inversion with the sampling loop's pieces: panels, captions, what.
     A latent model edits μ(x)·s of the image (`to_latent`) and decodes the result (`to_pixels`)."""
-    d, (C, H, W), device = pipe.diffusion, pipe.image_shape, pipe.device
+    (C, H, W), device = pipe.image_shape, pipe.device
     progress = not args.no_progress
     condition = conditioner(args, pipe)
     cond = condition(labels)
     image = to_float(torch.from_numpy(read_image(args.inpaint or args.init or args.invert, C, (H, W))))[None].to(device)
     n = len(labels)
+    loop = {"cond": cond, "generator": generator, "progress": progress}
     if args.inpaint:
         keep = box_mask(args.mask_box, (H, W)) if args.mask_box else None
         if keep is None:
@@ -250,33 +251,17 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
             keep = read_mask(args.mask, args.inpaint, (H, W))
         keep = torch.from_numpy(keep)[None, None].to(device)                # (1, 1, H, W)
         jump, resample = args.jump_length or 10, args.resample or 5
-        x_T = pipe.noise(n, generator)
-        ts = repaint_timesteps(sampler.timesteps(d), jump, resample)
-        known = pipe.to_latent(image).expand(n, -1, -1, -1)
-        keep_z = keep if pipe.latent is None else pipe.latent.mask(keep)      # (1, 1, h, w) on the latent grid
-        result = pipe.to_pixels(sampler.sample(denoiser, x_T, ts, cond=cond, generator=generator, progress=progress,
-                                               project=repaint_projection(d, known, keep_z, generator)))
-        # Decoding does not give the known pixels back exactly (the autoencoder's reconstruction
-        # error, and cells next to the hole): paste them back, as the user gave them.
-        result = image * keep + (1 - keep) * result
+        result = pipe.inpaint(sampler, denoiser, image, keep, n, jump, resample, **loop)
         shown = image * keep + (1 - keep) * -1                              # the known part only
         panels = torch.cat([image, (1 - keep) * 2 - 1, shown, result])     # mask shown white = regenerated
         captions = ["input", "mask", "kept"] + [f"result {i + 1}" for i in range(n)]
         return panels, captions, f"inpainting (RePaint, {sampler.sampler} {sampler.steps} steps, jump {jump}, resample {resample})"
     if args.init:
         strength = args.strength if args.strength is not None else 0.6
-        if round(strength * d.T) < 1:
-            raise MinigenError(f"--strength {strength}: less than one step of the chain; use at least {1 / d.T:g}")
-        x_t0, ts = sdedit_start(d, pipe.to_latent(image).expand(n, -1, -1, -1), strength, sampler.timesteps(d), generator)
-        result = pipe.to_pixels(sampler.sample(denoiser, x_t0, ts, cond=cond, generator=generator, progress=progress))
+        result = pipe.sdedit(sampler, denoiser, image, strength, n, **loop)
         return torch.cat([image, result]), ["input"] + [f"s={strength}"] * n, f"SDEdit at strength {strength} ({sampler.sampler})"
     # Inversion: the image's class is not given, so invert (and reconstruct) with the unconditional model.
-    plain = pipe.denoiser()
-    source = pipe.network.null_condition(**condition(labels[:1])) if cond else {}
-    ts = sampler.timesteps(d)
-    x_T = ddim_invert(plain, pipe.to_latent(image), ts, cond=source, refine=3, progress=progress)
-    back = pipe.to_pixels(SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False)
-                          .sample(plain, x_T, cond=source, progress=False))
+    x_T, back = pipe.invert(sampler, image, cond, progress)
     print(f"DDIM inversion, {sampler.steps} steps: reconstruction PSNR {psnr(back, image):.2f} dB, "
           f"SSIM {ssim(back, image):.4f}")
     panels, captions = torch.cat([image, back]), ["input", "reconstructed"]
@@ -393,8 +378,8 @@ def main(argv=None) -> int:
             path = save_grid(panels, out, nrow=len(panels), captions=captions, scale=max(1, 96 // max(H, W)))
             print(f"wrote {path}: {what}, {time.perf_counter() - start:.1f}s")
             return 0
-        x = pipe.to_pixels(sampler.sample(denoiser, pipe.noise(n, generator), cond=conditioner(args, pipe)(labels),
-                                          generator=generator, callback=frames, progress=not args.no_progress))
+        x = pipe.generate(sampler, denoiser, n, generator, cond=conditioner(args, pipe)(labels), callback=frames,
+                          progress=not args.no_progress)
         method = f"{sampler.sampler} {steps} steps"
     seconds = time.perf_counter() - start
 

@@ -4,9 +4,16 @@
     python train_vit.py --dataset mnist --download        # real MNIST
     python train_vit.py --dataset cifar10 --preset small --steps 20000 --flip
     python train_vit.py --noisy --out runs/vit-noisy       # a noise-aware classifier for classifier guidance
+    python train_vit.py --dataset captioned-shapes --attributes --stem conv --out runs/attributes
+                                                          # reads every attribute: a judge of prompts
 
 evaluate.py uses the trained ViT to judge generated images: its accuracy on class-conditional
 samples, and its penultimate features for Fréchet distance and precision/recall.
+With --attributes (a set whose images have named attributes: captioned-shapes) the head has one
+softmax per attribute (4 shapes + 6 colours + 2 sizes + 5 positions + 3 backgrounds = 20
+outputs) and the loss is the sum of their cross-entropies; `python -m minigen.evaluation.prompts
+--judge` then reads back each attribute of text-to-image samples, a judge trained on real images
+only, independent of any CLIP.
 
 Writes into --out (default runs/vit): last.pt (with the test accuracy), metrics.jsonl and
 attention.png (test images, and where the [CLS] token looks in each layer).
@@ -30,7 +37,7 @@ from minigen.diffusion.schedules import NAMES as SCHEDULES
 from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_flops, count_parameters
 from minigen.images import save_grid
-from minigen.models.vit import PRESETS, ViT, preset
+from minigen.models.vit import PRESETS, ViT, preset, read_groups
 from minigen.training.diffaug import translation
 from minigen.training.lifecycle import Run, RunConfig
 from minigen.training.lr import warmup_cosine
@@ -38,11 +45,16 @@ from minigen.training.lr import warmup_cosine
 
 @dataclass
 class ViTTrainConfig(DataConfig, RunConfig):
-    shift: float = setting(0.07, "random translation of training images by up to this fraction of their size (0: off)",
-                          check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    shift: float | None = setting(None, "random translation of training images by up to this fraction of their size "
+                                        "(0: off; default 0.07, and 0 with --attributes: positions are named)",
+                                  check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
     preset: str = setting("cpu", "ViT size", choices=PRESETS)
     patch_size: int | None = setting(None, "patch size P (default: the preset's, 4; e.g. 8 for 64 px images: "
                                            "a quarter of the tokens)", check=at_least(1))
+    stem: str = setting("patch", "patch: a linear map per patch (Dosovitskiy et al.); conv: a few stride-2 3x3 "
+                                 "convolutions (Xiao et al. 2021), better at small shapes", choices=["patch", "conv"])
+    attributes: bool = setting(False, "predict every named attribute of a captioned set (one softmax each), not "
+                                      "the class: the prompt judge of minigen.evaluation.prompts --judge")
     steps: int = setting(3500, "optimizer steps", runtime=True, check=at_least(1))
     batch_size: int = setting(128, "images per step (per process under torchrun)", check=at_least(1))
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
@@ -62,15 +74,32 @@ class ViTTrainConfig(DataConfig, RunConfig):
                             check=at_least(1))
 
 
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, groups: list[int], label_smoothing: float) -> torch.Tensor:
+    """Σ_a CE(softmax of group a's logits, y_a): logits (B, Σ K_a), y (B, A); one group (the
+    class, y (B,)) is ordinary classification."""
+    y = y[:, None] if y.ndim == 1 else y
+    return sum(F.cross_entropy(part, y[:, a], label_smoothing=label_smoothing)
+               for a, part in enumerate(logits.split(groups, dim=1)))
+
+
+def labels(data, index: torch.Tensor, attributes: bool) -> torch.Tensor:
+    """What the head predicts for these images: the class (B,), or every attribute (B, A)."""
+    return data.attributes[index] if attributes else data.labels[index]
+
+
 @torch.no_grad()
-def evaluate(model, data, device, limit: int | None = None, batch: int = 500) -> float:
-    """Top-1 accuracy on (the first `limit` images of) a data set."""
+def evaluate(model, data, device, groups: list[int], limit: int | None = None, batch: int = 500) -> float:
+    """Top-1 accuracy on (the first `limit` images of) a data set; with attributes, the fraction
+    of images whose every attribute is read right."""
     model.eval()
     n = min(len(data), limit or len(data))
     correct = 0
     for start in range(0, n, batch):
-        x, y = data.batch(torch.arange(start, min(n, start + batch)))
-        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+        index = torch.arange(start, min(n, start + batch))
+        x, _ = data.batch(index)
+        y = labels(data, index, len(groups) > 1)
+        predicted = read_groups(model(x.to(device)).cpu(), groups)               # (B, A)
+        correct += (predicted == (y[:, None] if y.ndim == 1 else y)).all(1).sum().item()
     return correct / n
 
 
@@ -87,7 +116,7 @@ def attention_picture(model, data, device, path: Path, n: int = 8) -> Path:
     return save_grid(rows, path, nrow=n, row_labels=labels)
 
 
-def train_step(net, optimizer, batch, noising: Diffusion | None, cfg):
+def train_step(net, optimizer, batch, noising: Diffusion | None, cfg, groups: list[int]):
     """One step of cross-entropy on shifted (and, with --noisy, forward-noised) images. No value
     is read on the host here: tests run it on the meta device."""
     x, y = batch
@@ -97,7 +126,7 @@ def train_step(net, optimizer, batch, noising: Diffusion | None, cfg):
     if noising is not None:                                         # x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε
         t = torch.randint(0, noising.T, (len(x),), device=x.device)
         x = noising.q_sample(x, t)
-    loss = F.cross_entropy(net(x, t), y, label_smoothing=cfg.label_smoothing)
+    loss = cross_entropy(net(x, t), y, groups, cfg.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -107,6 +136,10 @@ def train_step(net, optimizer, batch, noising: Diffusion | None, cfg):
 def main(argv=None) -> int:
     run_ = Run.from_command_line(ViTTrainConfig, "vit", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
+    if cfg.attributes and cfg.flip:
+        raise MinigenError("--flip with --attributes: positions are named (left, right); a mirror would contradict them")
+    if cfg.shift is None:
+        cfg = run_.cfg = dataclasses.replace(cfg, shift=0.0 if cfg.attributes else 0.07)
     seed_everything(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
@@ -117,10 +150,16 @@ def main(argv=None) -> int:
     C, H, W = train.shape
     if len(train.classes) < 2:
         raise MinigenError(f"{cfg.dataset} has one class; a classifier needs at least two (use subfolders)")
-    say(f"data: {cfg.dataset}, {len(train)} train / {len(test)} test images of {C}x{H}x{W}, {len(train.classes)} classes")
+    if cfg.attributes and train.attributes is None:
+        raise MinigenError(f"--attributes: {cfg.dataset} has no named attributes (captioned-shapes has)")
+    names = {k: list(v) for k, v in train.captioning.attributes.items()} if cfg.attributes else None
+    groups = [len(v) for v in names.values()] if names else [len(train.classes)]   # K_a: one softmax each
+    say(f"data: {cfg.dataset}, {len(train)} train / {len(test)} test images of {C}x{H}x{W}, "
+        + (f"attributes {', '.join(f'{k} ({len(v)})' for k, v in names.items())}" if names
+           else f"{len(train.classes)} classes"))
 
     # ---- model, optimizer -----------------------------------------------------------------
-    model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=len(train.classes),
+    model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W), num_classes=sum(groups), stem=cfg.stem,
                        time_conditioned=cfg.noisy, **({"patch_size": cfg.patch_size} if cfg.patch_size else {}))
     P = model_cfg.patch_size
     if H % P or W % P:
@@ -134,7 +173,7 @@ def main(argv=None) -> int:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))
     noising = Diffusion.from_config(DiffusionConfig(cfg.noise_schedule, cfg.noise_T)).to(device) if cfg.noisy else None
-    extra = {"classes": list(train.classes), "test_accuracy": None}
+    extra = {"classes": list(train.classes), "test_accuracy": None, "attributes": names}
     run_.attach(model, model_cfg, optimizer=optimizer, scheduler=scheduler, extra=extra, classes=list(train.classes))
     net = run_.wrap(model)
 
@@ -142,15 +181,16 @@ def main(argv=None) -> int:
     with run_:
         for step in run_.steps():
             model.train()
-            x, y = train.batch(batch_indices(step, len(train), cfg.batch_size, cfg.seed, run_.rank, run_.world),
-                               flip=cfg.flip)
-            loss = train_step(net, optimizer, (x.to(device), y.to(device)), noising, cfg)
+            index = batch_indices(step, len(train), cfg.batch_size, cfg.seed, run_.rank, run_.world)
+            x, _ = train.batch(index, flip=cfg.flip)
+            y = labels(train, index, cfg.attributes)
+            loss = train_step(net, optimizer, (x.to(device), y.to(device)), noising, cfg, groups)
             scheduler.step()
             run_.check_finite("try a lower --lr", loss=loss)
             if run_.due(cfg.log_every):
                 run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0])
             if run_.main and run_.due(cfg.eval_every, last=False):
-                accuracy = evaluate(model, test, device, limit=2000)
+                accuracy = evaluate(model, test, device, groups, limit=2000)
                 say(f"step {step + 1}: test accuracy {accuracy:.2%} (first 2,000 test images)")
                 run_.log_file.write(step + 1, test_accuracy_2k=accuracy)
     if not run_.completed:
@@ -159,7 +199,7 @@ def main(argv=None) -> int:
 
     # ---- test accuracy, checkpoint, attention maps ------------------------------------------
     if run_.main:
-        extra["test_accuracy"] = accuracy = evaluate(model, test, device)
+        extra["test_accuracy"] = accuracy = evaluate(model, test, device, groups)
         run_.log_file.write(run_.step, test_accuracy=accuracy)
         path = run_.save()
         picture = attention_picture(model, test, device, run_.out / "attention.png", n=min(8, len(test)))

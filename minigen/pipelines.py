@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig
+from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig, SamplerConfig
+from .diffusion.editing import ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from .diffusion.latent import LatentSpace
 from .errors import CheckpointError, MinigenError
 from .models.autoencoder import Autoencoder, AutoencoderConfig
@@ -31,7 +32,7 @@ from .models.clip import CLIP, CLIPConfig
 from .models.dcgan import DCGANConfig, Discriminator, Generator
 from .models.text_to_image import TextToImage, TextToImageConfig
 from .models.unet import UNet, UNetConfig
-from .models.vit import ViT, ViTConfig
+from .models.vit import ViT, ViTConfig, read_groups
 from .tokenizer import Tokenizer
 from .training.checkpoint import load_checkpoint
 
@@ -132,6 +133,51 @@ class DiffusionPipeline(Pipeline):
         """x_T ~ N(0, I), (n, C, H, W), or z_T on the latent grid for a latent model."""
         return torch.randn((n, *self.noise_shape), generator=generator, device=self.device)
 
+    # ---- drawing and editing: what sample.py and the studio both call ---------------------------
+    # `image` is (1, C, H, W) in [−1, 1] on the pipeline's device; `sampler` a SamplerConfig;
+    # `loop` goes to the sampling loop (cond, generator, callback, progress). Each returns pixels.
+
+    def generate(self, sampler, denoiser, n: int, generator=None, **loop) -> torch.Tensor:
+        """n samples from x_T ~ N(0, I): (n, C, H, W)."""
+        return self.to_pixels(sampler.sample(denoiser, self.noise(n, generator), generator=generator, **loop))
+
+    def inpaint(self, sampler, denoiser, image: torch.Tensor, keep: torch.Tensor, n: int, jump: int = 10,
+                resample: int = 5, generator=None, **loop) -> torch.Tensor:
+        """RePaint (Lugmayr et al. 2022): regenerate where keep (1, 1, H, W) is 0, the known part
+        put back at every step; a latent model's mask is min-pooled to the latent grid. (n, C, H, W)."""
+        ts = repaint_timesteps(sampler.timesteps(self.diffusion), jump, resample)
+        known = self.to_latent(image).expand(n, -1, -1, -1)
+        keep_z = keep if self.latent is None else self.latent.mask(keep)     # (1, 1, h, w) on the latent grid
+        result = self.to_pixels(sampler.sample(denoiser, self.noise(n, generator), ts, generator=generator,
+                                               project=repaint_projection(self.diffusion, known, keep_z, generator),
+                                               **loop))
+        # Decoding does not give the known pixels back exactly (the autoencoder's reconstruction
+        # error, and cells next to the hole): paste them back, as the user gave them.
+        return image * keep + (1 - keep) * result
+
+    def sdedit(self, sampler, denoiser, image: torch.Tensor, strength: float, n: int, generator=None,
+               **loop) -> torch.Tensor:
+        """SDEdit (Meng et al. 2022): noise the image to t = strength·T, then run the reverse
+        process from there. (n, C, H, W)."""
+        if round(strength * self.diffusion.T) < 1:
+            raise MinigenError(f"strength {strength}: less than one step of the chain; use at least "
+                               f"{1 / self.diffusion.T:g}")
+        x_t0, ts = sdedit_start(self.diffusion, self.to_latent(image).expand(n, -1, -1, -1), strength,
+                                sampler.timesteps(self.diffusion), generator)
+        return self.to_pixels(sampler.sample(denoiser, x_t0, ts, generator=generator, **loop))
+
+    def invert(self, sampler, image: torch.Tensor, cond: dict, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """DDIM inversion with the unconditional model (the image's class or prompt is not
+        known): x_T (the sampler's space) and its deterministic DDIM reconstruction (pixels).
+        `cond` is any condition of the model; its null condition is used."""
+        plain = self.denoiser()
+        source = self.network.null_condition(**cond) if cond else {}
+        x_T = ddim_invert(plain, self.to_latent(image), sampler.timesteps(self.diffusion), cond=source, refine=3,
+                          progress=progress)
+        back = self.to_pixels(SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False)
+                              .sample(plain, x_T, cond=source, progress=False))
+        return x_T, back
+
 
 @dataclass
 class GANPipeline(Pipeline):
@@ -212,7 +258,18 @@ class ClassifierPipeline(Pipeline):
     step: int = 0
     data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
     test_accuracy: float | None = None
+    attributes: dict[str, list[str]] | None = None   # train_vit.py --attributes: one softmax per named attribute
     kind = "vit"
+
+    @torch.no_grad()
+    def read_attributes(self, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+        """An attribute classifier's reading (N, A) of images in [−1, 1]: the most probable value
+        of each attribute's softmax."""
+        if self.attributes is None:
+            raise MinigenError("this ViT classifies classes, not attributes (train it with train_vit.py --attributes)")
+        groups = [len(v) for v in self.attributes.values()]
+        logits = torch.cat([self.network(x[i:i + batch].to(self.device)).cpu() for i in range(0, len(x), batch)])
+        return read_groups(logits, groups)
 
 
 @dataclass
@@ -291,7 +348,8 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
             return CLIPPipeline(network, tokenizer, classes, step, data, state["extra"].get("zero_shot"))
         if state["kind"] == "vit":
             network = _ready(ViT(ViTConfig(**state["config"])), state["model"], device)
-            return ClassifierPipeline(network, classes, step, data, state["extra"].get("test_accuracy"))
+            return ClassifierPipeline(network, classes, step, data, state["extra"].get("test_accuracy"),
+                                      state["extra"].get("attributes"))
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: does not match this minigen's {state['kind']} model "
                               f"({str(e).splitlines()[0][:150]})") from None

@@ -83,7 +83,7 @@ BAD = [
     ("sample.py", ["--interpolate", "1"], "--interpolate"),
     ("sample.py", ["--class", "12"], "--class"),
     ("sample.py", ["--negative-class", "-1"], "--negative-class"),
-    ("sample.py", ["--init", "IMAGE", "--class", "1", "--strength", "0.0001"], "--strength"),
+    ("sample.py", ["--init", "IMAGE", "--class", "1", "--strength", "0.0001"], "strength 0.0001: less than one step"),
     ("sample.py", ["--inpaint", "IMAGE", "--class", "1", "--jump-length", "0"], "--jump-length"),
     ("sample.py", ["--color-scale", "nan", "--color-target", "1"], "--color-scale"),
     ("sample.py", ["--classifier", str(OLD / "ddpm.pt")], "'ddpm' checkpoint"),

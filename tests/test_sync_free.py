@@ -59,7 +59,7 @@ def test_vit_training_step_on_meta():
     model = vit.ViT(vit.preset("tiny", time_conditioned=True)).to(META)
     noising = Diffusion.from_config(DiffusionConfig()).to(META)
     batch = torch.randn(4, 1, 28, 28, device=META), torch.randint(0, 10, (4,), device=META)
-    loss = train_vit.train_step(model, torch.optim.AdamW(model.parameters()), batch, noising, cfg)
+    loss = train_vit.train_step(model, torch.optim.AdamW(model.parameters()), batch, noising, cfg, [10])
     assert loss.device == META
 
 

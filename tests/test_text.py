@@ -46,6 +46,10 @@ def test_a_hard_negative_names_another_value_of_one_attribute():
         words = set(text.replace(",", "").split())
         gone = [name for name, i in zip(ATTRIBUTES, facts) if not set(ATTRIBUTES[name][i].split()) <= words]
         assert len(gone) == 1, (facts, text)                               # exactly one attribute changed
+    train = load_dataset("captioned-shapes", "train", n=400)
+    negatives = train_clip.hard_negatives(train, torch.arange(400), torch.Generator().manual_seed(0))
+    held = [p for s, c in HELD_OUT for p in (f"{c} {s}", f"{s} in {c}")]     # "green triangle", "triangle in green"
+    assert not any(pair in text for pair in held for text in negatives)     # no held-out pair taught as a negative
 
 
 def test_a_perfect_embedding_reads_every_attribute_and_retrieves_every_pair():

@@ -68,3 +68,42 @@ def test_time_conditioned_vit_sees_the_timestep():
     assert not torch.allclose(model(x, t0), model(x, t5))
     plain = ViT(preset("tiny", patch_size=4))
     assert torch.equal(plain(x), plain(x, t5))                  # an ordinary ViT ignores t
+
+
+def test_conv_stem_tokens_see_a_little_past_their_patch():
+    """Conv stem, P = 4: two 3x3 stride-2 convolutions, then 1x1. Output token (r, c) reads
+    layer-1 cells 2r−1..2r+1, which read pixels 2(2r−1)−1 .. 2(2r+1)+1 = 4r−3 .. 4r+3 (padding
+    aside): a pixel changes exactly the tokens whose window holds it, in row-major order."""
+    torch.manual_seed(0)
+    model = ViT(preset("tiny", image_channels=3, image_size=(16, 16), patch_size=4, stem="conv"))
+    x = torch.randn(1, 3, 16, 16)
+    y_px, x_px = 5, 12
+    bumped = x.clone()
+    bumped[0, :, y_px, x_px] += 1.0
+    with torch.no_grad():
+        changed = (model.stem(bumped) - model.stem(x)).abs().amax(-1)[0] > 0     # (N,)
+    expected = torch.tensor([4 * r - 3 <= y_px <= 4 * r + 3 and 4 * c - 3 <= x_px <= 4 * c + 3
+                             for r in range(4) for c in range(4)])
+    assert torch.equal(changed, expected)                      # rows 1, 2 x columns 3: tokens 7 and 11
+    assert model(x).shape == (1, model.config.num_classes)
+    with pytest.raises(ValueError, match="power of 2"):
+        ViT(preset("tiny", image_size=(24, 24), patch_size=6, stem="conv"))
+
+
+def test_attribute_head_loss_and_reading():
+    """One softmax per attribute: with all logits equal, each group's cross-entropy is log K_a,
+    so the sum is log(4·6·2·5·3) = log 720; the reading is each group's argmax."""
+    from train_vit import cross_entropy
+
+    from minigen.models.vit import read_groups
+    groups = [4, 6, 2, 5, 3]
+    y = torch.tensor([[3, 5, 1, 4, 2], [0, 0, 0, 0, 0]])
+    loss = cross_entropy(torch.zeros(2, 20), y, groups, label_smoothing=0.0)
+    assert loss.item() == pytest.approx(math.log(720), abs=1e-5)
+    logits = torch.full((2, 20), -1.0)
+    starts = [0, 4, 10, 12, 17]
+    for row in range(2):
+        for a, start in enumerate(starts):
+            logits[row, start + y[row, a]] = 1.0
+    assert torch.equal(read_groups(logits, groups), y)
+    assert torch.equal(read_groups(logits[:, :4], [4]).flatten(), y[:, 0])   # one group: plain argmax

@@ -173,30 +173,32 @@ def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple
 
 # ---- one image or mask from a user, for editing ------------------------------------------------
 
-def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """An image file as uint8 (C, H, W) at `size`, resized and centre-cropped; its channel count
-    must be `channels` (1: grayscale, 3: RGB), so a colour photo is never silently made gray.
-    A palette (or CMYK) image counts as RGB; an image so large that decoding it could exhaust
-    memory (Pillow's decompression-bomb limit) is refused."""
+def read_image(path, channels: int, size: tuple[int, int], name: str | None = None) -> np.ndarray:
+    """An image file (a path, or an open binary file such as an upload, called `name` in messages)
+    as uint8 (C, H, W) at `size`, resized and centre-cropped; its channel count must be `channels`
+    (1: grayscale, 3: RGB), so a colour photo is never silently made gray. A palette (or CMYK)
+    image counts as RGB; an image so large that decoding it could exhaust memory (Pillow's
+    decompression-bomb limit) is refused."""
+    name = name or path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
     except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
+        raise DataError(f"{name}: no such image file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"{path}: refused, it has more pixels than Pillow's decompression-bomb limit "
+        raise DataError(f"{name}: refused, it has more pixels than Pillow's decompression-bomb limit "
                         f"({Image.MAX_IMAGE_PIXELS:,}); scale it down first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{path}: not a readable image ({type(e).__name__})") from None
+        raise DataError(f"{name}: not a readable image ({type(e).__name__})") from None
     if img.mode not in ("1", "L", "LA", "I", "I;16", "F", "RGB", "RGBA"):      # palette, CMYK, ...: colour
         img = img.convert("RGBA" if "transparency" in img.info or img.mode.endswith("A") else "RGB")
     has = len(img.getbands()) - ("A" in img.getbands())
     if has != channels:
         kind = {1: "grayscale", 3: "RGB"}
-        name = kind.get(has, f"{has}-channel")
-        raise DataError(f"{path}: {'an' if name[0] in 'AEIOUR' else 'a'} {name} image, but the model makes "
+        what = kind.get(has, f"{has}-channel")
+        raise DataError(f"{name}: {'an' if what[0] in 'AEIOUR' else 'a'} {what} image, but the model makes "
                         f"{kind.get(channels, channels)} images; convert it first")
     arr = np.asarray(resize_center_crop(img.convert("L" if channels == 1 else "RGB"), *size), dtype=np.uint8)
     return (arr[None] if channels == 1 else arr.transpose(2, 0, 1)).copy()    # (H, W, C) -> (C, H, W)
@@ -216,8 +218,12 @@ def box_mask(box: str, size: tuple[int, int]) -> np.ndarray:
     return keep
 
 
-def read_mask(path: str | Path, image_path: str | Path, size: tuple[int, int]) -> np.ndarray:
-    """keep (H, W) float from a grayscale mask of the image's size: white (≥ 128) = regenerate (0)."""
+def read_mask(path, image_path, size: tuple[int, int], name: str | None = None,
+              image_name: str | None = None) -> np.ndarray:
+    """keep (H, W) float from a grayscale mask of the image's size: white (≥ 128) = regenerate (0).
+    Paths or open binary files (`name`, `image_name` in messages). A mask saved as RGB(A) whose
+    colour channels are equal everywhere (a canvas, most paint programs) counts as grayscale."""
+    name, image_name = name or path, image_name or image_path
     try:
         with Image.open(path) as mask, Image.open(image_path) as image:
             mask.load()
@@ -225,11 +231,15 @@ def read_mask(path: str | Path, image_path: str | Path, size: tuple[int, int]) -
     except FileNotFoundError as e:
         raise DataError(f"{e.filename}: no such file") from None
     except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path}: not a readable image ({type(e).__name__})") from None
-    if mask.mode not in ("L", "1"):
-        raise DataError(f"{path}: a {mask.mode} image; the mask must be grayscale (white = regenerate)")
+        raise DataError(f"{name}: not a readable image ({type(e).__name__})") from None
+    if mask.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(mask.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+            raise DataError(f"{name}: a colour image; the mask must be grayscale (white = regenerate)")
+    elif mask.mode not in ("L", "1"):
+        raise DataError(f"{name}: a {mask.mode} image; the mask must be grayscale (white = regenerate)")
     if mask.size != image_size:
-        raise DataError(f"{path}: {mask.size[0]}x{mask.size[1]}, but the image is "
+        raise DataError(f"{name}: {mask.size[0]}x{mask.size[1]}, but the image is "
                         f"{image_size[0]}x{image_size[1]}; the mask must have the image's size")
     return (np.asarray(resize_center_crop(mask.convert("L"), *size), dtype=np.float32) < 128).astype(np.float32)
 

@@ -1,14 +1,16 @@
-"""Does a text-to-image model draw what its prompt says? Prompt accuracy, judged by minigen's CLIP.
+"""Does a text-to-image model draw what its prompt says? Prompt accuracy, judged two ways.
 
-    python -m minigen.evaluation.prompts --ckpt runs/t2i/last.pt --clip runs/clip/last.pt
+    python -m minigen.evaluation.prompts --ckpt runs/t2i/last.pt --clip runs/clip/last.pt \
+        --judge runs/attributes/last.pt
 
 Prompts are the captions (phrasing 0) of test images of captioned-shapes: --n of combinations
 seen in training and --n of the held-out ones (every green triangle, ...). One sample per
 prompt, DDIM --steps with classifier-free guidance --guidance. The CLIP reads each sample's
 attributes zero-shot (metrics.zero_shot_attributes: every combination's caption, the most
 probable value of each attribute); a sample is right when every attribute it was prompted
-with is read back. The same CLIP on the real test images behind the prompts is the judge's own
-ceiling, shown beside. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
+with is read back. The second judge (--judge) is an attribute classifier trained on the real
+images alone (train_vit.py --attributes): one softmax per attribute, no text, no CLIP. Each
+judge on the real test images behind the prompts is its own ceiling, shown beside. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
 and, with --negative, the same with a negative prompt: the prompt itself with its colour
 changed to the next of the palette (steer away from "a small *green* circle ..." when asking for
 "a small red circle ..."; a bare word as a negative prompt is a caption the text encoder never
@@ -51,7 +53,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.prompts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ddpm.py --condition text)")
-    parser.add_argument("--clip", required=True, help="the judge: a CLIP from train_clip.py on the same data")
+    parser.add_argument("--clip", help="a judge: a CLIP from train_clip.py on the same data (zero-shot reading; "
+                                        "also gives CLIPScore)")
+    parser.add_argument("--judge", help="a judge: an attribute classifier from train_vit.py --attributes")
     parser.add_argument("-n", type=int, default=100, help="prompts of seen and of held-out combinations, each (default: 100)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
     parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: 3)")
@@ -59,11 +63,22 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/eval-prompts", help="folder for prompts.json")
     args = parser.parse_args(argv)
+    if not (args.clip or args.judge):
+        parser.error("give a judge: --clip, --judge or both")
     pipe = pipelines.load(args.ckpt, kind="ddpm")
-    clip = pipelines.load(args.clip, kind="clip")
     if pipe.tokenizer is None:
         parser.error(f"{args.ckpt} is not text-conditional")
     data = load_dataset(pipe.data["dataset"], "test")
+    judges = {}                                                           # name -> images (N, C, H, W) -> (N, A)
+    clip = pipelines.load(args.clip, kind="clip") if args.clip else None
+    if clip is not None:
+        judges["clip"] = lambda x: read_attributes(clip, data, x)
+    if args.judge:
+        classifier = pipelines.load(args.judge, kind="vit")
+        if classifier.attributes != {k: list(v) for k, v in data.captioning.attributes.items()}:
+            parser.error(f"--judge {args.judge}: not an attribute classifier of {pipe.data['dataset']} "
+                         "(train_vit.py --attributes makes one)")
+        judges["classifier"] = classifier.read_attributes
     names = list(data.captioning.attributes)
     held = torch.from_numpy(data.captioning.held_out(data.facts.numpy()))
     g = torch.Generator().manual_seed(args.seed)
@@ -76,8 +91,9 @@ def main(argv=None) -> int:
             other = truth.clone()
             other[:, 1] = (other[:, 1] + 1) % len(data.captioning.attributes["colour"])
             runs.append(("negative", data.captioning.describe(other, 0)))
-        row = {"n": len(index), "judge_on_real": accuracy_by_attribute(read_attributes(clip, data, data.batch(index)[0]),
-                                                                      truth, names)}
+        real = data.batch(index)[0]
+        row = {"n": len(index), "judge_on_real": {j: accuracy_by_attribute(read(real), truth, names)
+                                                  for j, read in judges.items()}}
         for name, negative in runs:
             torch.manual_seed(args.seed)
             generator = torch.Generator().manual_seed(args.seed)
@@ -87,12 +103,16 @@ def main(argv=None) -> int:
                 denoiser, pipe.noise(len(prompts), generator), cond=pipe.prompts(prompts), generator=generator,
                 progress=False)).cpu()
             seconds = time.perf_counter() - start
-            row[name] = {**accuracy_by_attribute(read_attributes(clip, data, x), truth, names),
-                         "CLIPScore": clip_score(clip.encode_image(x).cpu(), clip.encode_text(prompts).cpu()),
-                         "images_per_s": len(x) / seconds}
-            print(f"{split:9s} {name:8s} prompt accuracy {row[name]['all']:.1%} ("
-                  + ", ".join(f"{k} {row[name][k]:.0%}" for k in names) + f"), CLIPScore {row[name]['CLIPScore']:.3f}, "
-                  f"{row[name]['images_per_s']:.1f} images/s; the judge on the real images: {row['judge_on_real']['all']:.1%}")
+            row[name] = {j: accuracy_by_attribute(read(x), truth, names) for j, read in judges.items()}
+            row[name]["images_per_s"] = len(x) / seconds
+            if clip is not None:
+                row[name]["CLIPScore"] = clip_score(clip.encode_image(x).cpu(), clip.encode_text(prompts).cpu())
+            for j in judges:
+                print(f"{split:9s} {name:8s} judged by {j:10s}: prompt accuracy {row[name][j]['all']:.1%} ("
+                      + ", ".join(f"{k} {row[name][j][k]:.0%}" for k in names) + "); the judge on the real images: "
+                      f"{row['judge_on_real'][j]['all']:.1%}")
+            print(f"{split:9s} {name:8s} {row[name]['images_per_s']:.1f} images/s"
+                  + (f", CLIPScore {row[name]['CLIPScore']:.3f}" if clip is not None else ""))
         report[split] = row
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ Papers:
     Vaswani et al. 2017, Attention Is All You Need, arXiv:1706.03762 (multi-head self-attention)
     Xiong et al. 2020, On Layer Normalization in the Transformer, arXiv:2002.04745 (pre-norm blocks)
     Beyer, Zhai & Kolesnikov 2022, Better plain ViT baselines, arXiv:2205.01580 (2-D sin-cos positions)
+    Xiao et al. 2021, Early Convolutions Help Transformers See Better, arXiv:2106.14881 (the
+        convolutional stem: a few stride-2 3x3 convolutions in place of the patch projection)
 
 Shapes for the `cpu` preset on 28x28 digits: 49 patches of 4x4 pixels, each a 16-vector,
 projected to 96 dimensions; with [CLS], 50 tokens go through 4 pre-norm blocks; the head reads
@@ -36,6 +38,7 @@ class ViTConfig:
     num_classes: int = 10
     dropout: float = 0.0
     pos_embedding: str = "learned"     # "learned" or "sincos" (fixed 2-D sin-cos)
+    stem: str = "patch"                # "patch": one linear map per P×P patch; "conv": Xiao et al.'s conv stem
     time_conditioned: bool = False     # also take a diffusion timestep t (a noise-aware classifier)
 
 
@@ -79,6 +82,36 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def read_groups(logits: torch.Tensor, groups: list[int]) -> torch.Tensor:
+    """A head of several softmaxes (one per attribute, K_a outputs each): (B, Σ K_a) logits ->
+    (B, A), the most probable value of each group. One group is ordinary classification."""
+    return torch.stack([part.argmax(1) for part in logits.split(groups, dim=1)], dim=1)
+
+
+class ConvStem(nn.Module):
+    """Xiao et al. 2021 (§3): log2(P) convolutions 3x3, stride 2, each followed by GELU, widths
+    doubling up to D/2... D, then a 1x1 convolution to D. It makes the same (H/P)·(W/P) tokens
+    as the patch projection, but each token sees past its patch's border (a 3x3 kernel at every
+    scale), so a shape cut by a patch boundary is still one thing; Xiao et al. find it trains
+    faster and more stably. (Their BatchNorm is left out: a batch's statistics would make an
+    image's embedding depend on its neighbours.)"""
+
+    def __init__(self, channels: int, patch_size: int, dim: int):
+        super().__init__()
+        k = patch_size.bit_length() - 1
+        if patch_size < 2 or 2**k != patch_size:
+            raise ValueError(f"the conv stem halves the image log2(P) times; patch size {patch_size} is not a power of 2")
+        widths = [channels] + [dim // 2 ** (k - i) for i in range(1, k + 1)]     # e.g. 3 -> 48 -> 96 for P = 4
+        layers = []
+        for c_in, c_out in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GELU()]
+        self.convs = nn.Sequential(*layers, nn.Conv2d(widths[-1], dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, N, D), tokens in row-major order like patchify's."""
+        return self.convs(x).flatten(2).transpose(1, 2)           # (B, D, H/P, W/P) -> (B, N, D)
+
+
 class ViT(nn.Module):
     """model(x) -> class logits (B, K); model.features(x) -> the [CLS] features (B, D)."""
 
@@ -91,8 +124,12 @@ class ViT(nn.Module):
         if H % c.patch_size or W % c.patch_size:
             raise ValueError(f"patch size {c.patch_size} does not divide the image size {H}x{W}")
         self.grid = (H // c.patch_size, W // c.patch_size)
-        patch_dim = c.image_channels * c.patch_size**2
-        self.patch_embed = nn.Linear(patch_dim, c.dim)            # E in Eq. 1
+        if c.stem == "patch":
+            self.patch_embed = nn.Linear(c.image_channels * c.patch_size**2, c.dim)   # E in Eq. 1
+        elif c.stem == "conv":
+            self.stem = ConvStem(c.image_channels, c.patch_size, c.dim)
+        else:
+            raise ValueError(f"stem must be 'patch' or 'conv', not {c.stem!r}")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))   # x_class
         n = self.grid[0] * self.grid[1]
         if c.pos_embedding == "learned":
@@ -122,7 +159,10 @@ class ViT(nn.Module):
         if x.shape[1:] != (self.config.image_channels, *self.config.image_size):
             raise ValueError(f"this ViT takes images of shape {(self.config.image_channels, *self.config.image_size)}, "
                              f"got {tuple(x.shape[1:])}")
-        patches = self.patch_embed(self.patchify(x))              # (B, N, D)
+        if self.config.stem == "conv":
+            patches = self.stem(x)                                # (B, N, D)
+        else:
+            patches = self.patch_embed(self.patchify(x))          # (B, N, D)
         cls = self.cls_token.expand(len(x), -1, -1)               # (B, 1, D)
         z = torch.cat([cls, patches], dim=1) + self.pos
         if self.time_mlp is not None:
