@@ -1,6 +1,8 @@
 """Text to image: cross-attention, the empty prompt as the null condition, prompts through every
 sampler, and a tiny text-conditional model end to end."""
 
+import json
+
 import pytest
 import torch
 
@@ -132,3 +134,21 @@ def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(tmp_path):
         assert all(torch.equal(weights[k], v) for k, v in clip.items() if k.startswith("text."))
     assert state["extra"]["tokenizer"] == load_checkpoint(tmp_path / "clip" / "last.pt")["extra"]["tokenizer"]
     assert train_ddpm.run(train_ddpm.main, args + ["--freeze-text", "--out", str(tmp_path / "x")]) == 2
+
+    # Both judges of prompt accuracy read the samples: the CLIP and an attribute classifier.
+    import train_vit
+
+    from minigen.evaluation import prompts
+    vit_args = ["--dataset", "captioned-shapes", "--preset", "tiny", "--steps", "2", "--batch-size", "8",
+                "--max-images", "32", "--eval-every", "0", "--patch-size", "8"]
+    assert train_vit.run(train_vit.main, vit_args + ["--attributes", "--stem", "conv", "--out", str(tmp_path / "a")]) == 0
+    assert train_vit.run(train_vit.main, vit_args + ["--out", str(tmp_path / "c")]) == 0          # classes only
+    judge = pipelines.load(tmp_path / "a" / "last.pt")
+    assert judge.read_attributes(torch.zeros(3, 3, 32, 32)).shape == (3, 5)
+    evaluate = ["--ckpt", str(tmp_path / "t2i" / "last.pt"), "-n", "2", "--steps", "1", "--out", str(tmp_path / "p")]
+    assert prompts.main(evaluate + ["--clip", str(tmp_path / "clip" / "last.pt"), "--judge",
+                                    str(tmp_path / "a" / "last.pt")]) == 0
+    report = json.loads((tmp_path / "p" / "prompts.json").read_text())
+    assert set(report["held_out"]["plain"]) == {"clip", "classifier", "images_per_s", "CLIPScore"}
+    with pytest.raises(SystemExit):
+        prompts.main(evaluate + ["--judge", str(tmp_path / "c" / "last.pt")])                # not an attribute judge
