@@ -1,0 +1,213 @@
+"""What the studio's buttons do: a request from the page, checked field by field, then run
+through the same pipeline methods sample.py calls (generate, inpaint, sdedit, invert).
+
+A request is a JSON object; every field is optional but `model` (the index of a served
+checkpoint) and, for an edit, the image:
+
+    mode       generate | inpaint | sdedit | invert
+    label      class index (a class-conditional model)       prompt / negative   text (a text model)
+    seed, n    the generator's seed and how many images (1..16)
+    sampler    ddim | ddpm | dpm++ | cm      steps (1..T)    eta (0..1, DDIM)    guidance (w ≥ 0)
+    image      a PNG/JPEG as a data URL, or test_index: an image of the model's own test split
+    mask       a grayscale PNG data URL of the image's size, white = regenerate (inpaint)
+    strength   SDEdit's t/T in (0, 1]
+
+Anything wrong is a BadRequest: one line, the same words sample.py prints for the same mistake
+(the image and mask readers are the same functions).
+"""
+
+import base64
+import binascii
+import io
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..cli import at_least, between
+from ..data import to_float
+from ..data.readers import read_image, read_mask
+from ..diffusion import SAMPLERS, SamplerConfig
+from ..diffusion.editing import repaint_timesteps
+from ..errors import MinigenError
+from ..images import make_grid, to_pil
+
+MODES = ("generate", "inpaint", "sdedit", "invert")
+MAX_IMAGES = 16
+
+
+class BadRequest(MinigenError):
+    """A request the studio cannot run: HTTP 400 with this one line."""
+
+
+class Cancelled(Exception):
+    """The page went away (its connection closed) while its job was waiting or running."""
+
+
+def png_url(x: torch.Tensor, **grid) -> str:
+    """Images (N, C, H, W) in [−1, 1] as one PNG data URL: a single image as is, several as a grid."""
+    img = to_pil(x[0]) if len(x) == 1 and not grid else make_grid(x, **grid)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_data_url(value, what: str) -> bytes:
+    """The bytes behind "data:image/...;base64,...."."""
+    if not isinstance(value, str) or not value.startswith("data:") or ";base64," not in value:
+        raise BadRequest(f"{what}: send it as a data URL (data:image/png;base64,...)")
+    try:
+        return base64.b64decode(value.split(";base64,", 1)[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{what}: its base64 does not decode") from None
+
+
+def _field(body: dict, name: str, kind, default, check=None):
+    """body[name] as `kind` (int, float, str), within `check`'s range; `default` when absent."""
+    value = body.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        value = kind(float(value)) if kind in (int, float) else kind(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} {value!r}: must be {'an integer' if kind is int else 'a number' if kind is float else 'text'}") from None
+    problem = check(value) if check else None
+    if problem:
+        raise BadRequest(f"{name} {value}: {problem}")
+    return value
+
+
+@dataclass
+class Job:
+    """A checked request, ready to run on its pipeline."""
+    mode: str
+    sampler: SamplerConfig
+    guidance: float
+    n: int
+    seed: int
+    cond: dict                        # the network's keyword arguments for the n images
+    negative: dict | None
+    label_name: str | None            # what the condition asks for, for captions
+    image: torch.Tensor | None = None         # (1, C, H, W) in [−1, 1]
+    keep: torch.Tensor | None = None          # (1, 1, H, W), 1 = keep
+    strength: float = 0.6
+
+
+def read_job(body: dict, pipe, test_png) -> Job:
+    """Check every field of a request against this pipeline; `test_png(k)` gives test image k
+    as PNG bytes. Raises BadRequest."""
+    (C, H, W), d = pipe.image_shape, pipe.diffusion
+    mode = _field(body, "mode", str, "generate")
+    if mode not in MODES:
+        raise BadRequest(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+    name = _field(body, "sampler", str, "ddpm" if mode == "inpaint" else "ddim")
+    if name not in SAMPLERS:
+        raise BadRequest(f"sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    default_steps = {"ddim": pipe.distilled_steps or 50, "dpm++": 20, "ddpm": 100, "cm": pipe.distilled_steps or 1}[name]
+    steps = _field(body, "steps", int, default_steps, between(1, d.T))
+    eta = _field(body, "eta", float, 0.0, between(0, 1))
+    if eta and name != "ddim":
+        raise BadRequest(f"eta {eta}: η is DDIM's noise; the {name} sampler has its own")
+    sampler = SamplerConfig(name, steps, eta, "trailing", "small", pipe.clip_x0)
+    n = _field(body, "n", int, 1 if mode == "invert" else 4, between(1, MAX_IMAGES))
+    if mode == "invert":
+        n = 1
+    seed = _field(body, "seed", int, 0, at_least(0))
+    guidance = _field(body, "guidance", float, 3.0, at_least(0))
+
+    # ---- what to draw: a class, a prompt, or nothing (an unconditional model) ----
+    text = pipe.tokenizer is not None
+    label, prompt = _field(body, "label", int, None), _field(body, "prompt", str, None)
+    negative_text = _field(body, "negative", str, None)
+    if text:
+        if prompt is None and mode != "invert":
+            raise BadRequest("this model is text-conditional: write a prompt")
+        cond = pipe.prompts([prompt or ""] * n)                      # unknown words: a MinigenError naming them
+        negative = pipe.prompts([negative_text] * n) if negative_text else None
+        label_name = prompt
+    elif pipe.num_classes:
+        if label is None:
+            raise BadRequest(f"this model is class-conditional: choose a class 0..{pipe.num_classes - 1}")
+        if not 0 <= label < pipe.num_classes:
+            raise BadRequest(f"label {label}: this model has classes 0..{pipe.num_classes - 1}")
+        cond = pipe.condition(torch.full((n,), label))
+        negative, label_name = None, pipe.classes[label] if pipe.classes else str(label)
+    else:
+        if prompt or label is not None:
+            raise BadRequest("this model is unconditional: it takes no class and no prompt")
+        cond, negative, label_name = {}, None, None
+    job = Job(mode, sampler, guidance, n, seed, cond, negative, label_name)
+    if mode == "generate":
+        return job
+
+    # ---- the image to edit, and its mask ----
+    if body.get("test_index") is not None:
+        source, image_name = test_png(_field(body, "test_index", int, 0, at_least(0))), "the test image"
+    else:
+        source, image_name = decode_data_url(body.get("image"), "image"), "the uploaded image"
+    job.image = to_float(torch.from_numpy(read_image(io.BytesIO(source), C, (H, W), name=image_name)))[None]
+    if mode == "inpaint":
+        mask = decode_data_url(body.get("mask"), "mask")
+        keep = read_mask(io.BytesIO(mask), io.BytesIO(source), (H, W), name="the mask", image_name=image_name)
+        if keep.min() == 1:
+            raise BadRequest("the mask is empty: paint the region to regenerate (white) first")
+        job.keep = torch.from_numpy(keep)[None, None]
+    job.strength = _field(body, "strength", float, 0.6, between(0, 1, low_open=True))
+    return job
+
+
+def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
+    """Run a job on its pipeline, calling emit(event) with frames of the reverse process as it
+    goes (x_t for a pixel model, and the x̂_0 predicted at that step, decoded for a latent one),
+    at most one every `frame_every_s` seconds. emit raising Cancelled stops the loop there.
+    Returns the final event: the result images as data URLs."""
+    device, start = pipe.device, time.perf_counter()
+    generator = torch.Generator(device=device).manual_seed(job.seed)
+    torch.manual_seed(job.seed)
+    d, sampler = pipe.diffusion, job.sampler
+    total = len(sampler.timesteps(d))
+    if job.mode == "inpaint":
+        total = len(repaint_timesteps(sampler.timesteps(d), 10, 5)) - 1
+    if job.mode == "sdedit":
+        total = round(job.strength * total)
+    shown = {"i": 0, "last": 0.0}
+
+    def frame(t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        shown["i"] += 1
+        now = time.perf_counter()
+        if now - shown["last"] < frame_every_s and t >= 0:
+            return
+        shown["last"] = now
+        event = {"event": "frame", "i": shown["i"], "of": max(total, shown["i"]), "t": int(t),
+                 "x0": png_url(pipe.to_pixels(x0).clamp(-1, 1), nrow=job.n, pad=1, scale=1)}
+        if pipe.latent is None:                      # a noisy latent is no picture
+            event["x_t"] = png_url(x_t.clamp(-1, 1), nrow=job.n, pad=1, scale=1)
+        emit(event)
+
+    loop = {"cond": job.cond, "generator": generator, "callback": frame, "progress": False}
+    denoiser = pipe.denoiser(job.guidance, job.negative)
+    with torch.no_grad():
+        image = job.image.to(device) if job.image is not None else None
+        if job.mode == "generate":
+            x = pipe.generate(sampler, denoiser, job.n, **loop)
+            panels, captions = x, None
+        elif job.mode == "inpaint":
+            keep = job.keep.to(device)
+            x = pipe.inpaint(sampler, denoiser, image, keep, job.n, **loop)
+            panels = torch.cat([image, (1 - keep) * 2 - 1, x])                  # original | mask | results
+            captions = ["original", "mask"] + [f"result {i + 1}" for i in range(job.n)]
+        elif job.mode == "sdedit":
+            x = pipe.sdedit(sampler, denoiser, image, job.strength, job.n, **loop)
+            panels, captions = torch.cat([image, x]), ["original"] + [f"s = {job.strength:g}"] * job.n
+        else:
+            x_T, back = pipe.invert(sampler, image, job.cond, progress=False)
+            x = pipe.to_pixels(sampler.sample(denoiser, x_T, **loop)) if job.cond else back
+            panels = torch.cat([image, back, x]) if job.cond else torch.cat([image, back])
+            captions = ["original", "reconstructed"] + ([f"as {job.label_name}"[:24]] if job.cond else [])
+    seconds = time.perf_counter() - start
+    nrow = len(panels) if captions else None
+    return {"event": "done", "seconds": round(seconds, 3), "images_per_s": round(job.n / seconds, 2),
+            "grid": png_url(panels.cpu(), nrow=nrow, captions=captions),
+            "panels": [{"caption": c, "image": png_url(p[None].cpu())} for c, p in zip(captions or [], panels)]}

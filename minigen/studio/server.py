@@ -1,0 +1,297 @@
+"""The studio's HTTP server: Python's standard library only (http.server, a pool of threads).
+
+    GET  /                         the page (static/studio.html)
+    GET  /static/NAME              studio.js, studio.css: a fixed list, no client path reaches the disk
+    GET  /api/models               the served checkpoints: name, classes or text, image shape, T
+    GET  /api/test-image?model=I&index=K    image K of checkpoint I's test split, as PNG
+    POST /api/run                  a job (jobs.py): answered with a stream of JSON lines
+
+The stream (application/x-ndjson, one event a line, flushed as it happens):
+
+    {"event": "queued", "position": 2}      two jobs are ahead on this model
+    {"event": "started"}
+    {"event": "frame", "i": 5, "of": 50, "t": 899, "x_t": "data:image/png;base64,...", "x0": "..."}
+    {"event": "done", "grid": "data:...", "panels": [...], "seconds": 1.9, "images_per_s": 2.1}
+    {"event": "error", "message": "one line"}
+
+Each model runs one job at a time; the others wait in line (first come, first served) and hear
+their position; a full line is refused at once (HTTP 503, "busy"). A client that closes its
+connection leaves the line, or stops its job at the next frame. A bad request is an HTTP 400
+with {"error": "one line"}, before any streaming; nothing a client sends can stop the server.
+"""
+
+import io
+import json
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import torch
+
+from .. import pipelines
+from ..data import train_and_test
+from ..errors import MinigenError
+from ..images import to_pil
+from .jobs import BadRequest, Cancelled, read_job, run_job
+
+STATIC = Path(__file__).parent / "static"
+FILES = {"/": ("studio.html", "text/html; charset=utf-8"),
+         "/static/studio.js": ("studio.js", "text/javascript; charset=utf-8"),
+         "/static/studio.css": ("studio.css", "text/css; charset=utf-8")}
+
+
+class Busy(Exception):
+    """The model's line is full."""
+
+
+class Line:
+    """First come, first served turns at one model: join, wait until first, leave."""
+
+    def __init__(self, limit: int):
+        self.limit = limit                     # jobs allowed to wait behind the running one
+        self.tickets: list[object] = []
+        self.changed = threading.Condition()
+
+    def join(self) -> object:
+        with self.changed:
+            if len(self.tickets) > self.limit:
+                raise Busy(f"busy: {len(self.tickets)} jobs are running or waiting on this model; try again soon")
+            ticket = object()
+            self.tickets.append(ticket)
+            return ticket
+
+    def wait(self, ticket: object, timeout: float) -> int:
+        """Wait up to `timeout` s for the turn; returns how many jobs are still ahead (0: go)."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.tickets[0] is ticket, timeout)
+            return self.tickets.index(ticket)
+
+    def leave(self, ticket: object) -> None:
+        with self.changed:
+            self.tickets.remove(ticket)
+            self.changed.notify_all()
+
+    def __len__(self) -> int:
+        with self.changed:
+            return len(self.tickets)
+
+
+@dataclass
+class Served:
+    """One checkpoint the studio serves: its pipeline, its line, its test images (loaded once)."""
+    name: str
+    pipe: object
+    line: Line
+    _test: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def describe(self, index: int) -> dict:
+        p = self.pipe
+        C, H, W = p.image_shape
+        text = p.tokenizer is not None
+        return {"id": index, "name": self.name, "step": p.step, "image_shape": [C, H, W], "T": p.diffusion.T,
+                "condition": "text" if text else "class" if p.num_classes else "none",
+                "classes": list(p.classes) if p.num_classes else [], "latent": p.latent is not None,
+                "distilled_steps": p.distilled_steps, "dataset": p.data.get("dataset")}
+
+    def test_set(self):
+        with self._lock:
+            if self._test is None:
+                d = self.pipe.data
+                if not d.get("dataset"):
+                    raise BadRequest(f"{self.name}: the checkpoint does not say which data set it was trained on")
+                try:
+                    self._test = train_and_test(d["dataset"], root=d.get("data_root"), size=d.get("image_size"),
+                                                channels=d.get("channels"))[1]
+                except MinigenError as e:
+                    raise BadRequest(f"{self.name}: no test images ({e})") from None
+            return self._test
+
+    def test_png(self, index: int) -> bytes:
+        test = self.test_set()
+        if not 0 <= index < len(test):
+            raise BadRequest(f"test_index {index}: the test split has images 0..{len(test) - 1}")
+        buffer = io.BytesIO()
+        to_pil(test.batch(torch.tensor([index]))[0][0]).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
+class Studio:
+    """The served checkpoints and the server's limits."""
+
+    def __init__(self, checkpoints: list[str], device="cpu", queue: int = 4, max_upload: int = 4 << 20):
+        self.models = []
+        for path in checkpoints:
+            pipe = pipelines.load(path, device, kind="ddpm")
+            self.models.append(Served(str(path), pipe, Line(queue)))
+        self.max_upload = max_upload
+
+    def model(self, value) -> Served:
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            raise BadRequest(f"model {value!r}: give the index of a served checkpoint (GET /api/models)") from None
+        if not 0 <= index < len(self.models):
+            raise BadRequest(f"model {index}: the studio serves models 0..{len(self.models) - 1}")
+        return self.models[index]
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection's requests. The studio is the server's (`server.studio`)."""
+
+    server_version = "minigen-studio"
+    protocol_version = "HTTP/1.0"              # the connection closes after each answer: streams end with it
+
+    # ---- answers ----
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, value) -> None:
+        self._send(status, json.dumps(value).encode(), "application/json")
+
+    def _error(self, status: int, message: str) -> None:
+        self._json(status, {"error": message})
+
+    def log_message(self, format, *args) -> None:     # quiet: the studio prints only what matters
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+    # ---- GET ----
+    def do_GET(self) -> None:
+        self._guard(self._get)
+
+    def do_POST(self) -> None:
+        self._guard(self._post)
+
+    def _guard(self, handle) -> None:
+        """Whatever happens in a request stays in it: a one-line 400 for a bad request, a 500 (and
+        the traceback on the server's terminal) for a bug; a vanished client is let go."""
+        try:
+            handle()
+        except (BadRequest, MinigenError) as e:
+            self._error(HTTPStatus.BAD_REQUEST, str(e).splitlines()[0])
+        except Busy as e:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(e))
+        except (BrokenPipeError, ConnectionResetError, Cancelled):
+            pass
+        except Exception as e:                               # noqa: BLE001 - the server must outlive any bug
+            traceback.print_exc(file=sys.stderr)
+            try:
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the studio failed: {type(e).__name__}: {e}"[:300])
+            except OSError:
+                pass
+
+    def _get(self) -> None:
+        url = urlparse(self.path)
+        if url.path in FILES:
+            name, content_type = FILES[url.path]
+            return self._send(HTTPStatus.OK, (STATIC / name).read_bytes(), content_type)
+        studio = self.server.studio
+        if url.path == "/api/models":
+            return self._json(HTTPStatus.OK, [m.describe(i) for i, m in enumerate(studio.models)])
+        if url.path == "/api/test-image":
+            query = parse_qs(url.query)
+            served = studio.model(query.get("model", [None])[0])
+            try:
+                index = int(query.get("index", ["0"])[0])
+            except ValueError:
+                raise BadRequest("index: must be an integer") from None
+            return self._send(HTTPStatus.OK, served.test_png(index), "image/png")
+        self._error(HTTPStatus.NOT_FOUND, f"{url.path}: no such page")
+
+    # ---- POST /api/run ----
+    def _post(self) -> None:
+        if urlparse(self.path).path != "/api/run":
+            return self._error(HTTPStatus.NOT_FOUND, f"{self.path}: no such action")
+        studio = self.server.studio
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._error(HTTPStatus.LENGTH_REQUIRED, "send the request with a Content-Length")
+        if length > studio.max_upload:
+            self.close_connection = True
+            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                               f"the request is {length:,} bytes; the studio takes at most {studio.max_upload:,}")
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise BadRequest("the request is not JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the request must be a JSON object")
+        served = studio.model(body.get("model"))
+        job = read_job(body, served.pipe, served.test_png)            # every check before the stream starts
+        ticket = served.line.join()
+        try:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            ahead = None
+            while True:
+                now = served.line.wait(ticket, timeout=1.0)
+                if now == 0:
+                    break
+                self._event({"event": "queued", "position": now})    # also finds a client that left
+                ahead = now
+            self._event({"event": "started", "waited_behind": ahead or 0})
+            try:
+                result = run_job(job, served.pipe, self._event)
+            except (BadRequest, MinigenError) as e:
+                result = {"event": "error", "message": str(e).splitlines()[0]}
+            except Cancelled:
+                raise
+            except Exception as e:                           # noqa: BLE001 - a bug ends this job, not the server
+                traceback.print_exc(file=sys.stderr)
+                result = {"event": "error", "message": f"the studio failed: {type(e).__name__}: {e}"[:300]}
+            self._event(result)
+        except (BrokenPipeError, ConnectionResetError):
+            raise Cancelled from None
+        finally:
+            served.line.leave(ticket)
+
+    def _event(self, event: dict) -> None:
+        """One line of the stream, flushed; a closed connection becomes Cancelled, which stops
+        the sampling loop from inside its callback."""
+        try:
+            self.wfile.write(json.dumps(event).encode() + b"\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            raise Cancelled from None
+
+
+class StudioServer(HTTPServer):
+    """An HTTP server whose connections are handled by a fixed pool of threads (not a new thread
+    each: the threads, and the memory each one's allocations keep, are reused, so a long
+    session's memory stays flat). Connections beyond the pool wait for a free thread."""
+
+    def __init__(self, studio: Studio, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False,
+                 threads: int = 16):
+        super().__init__((host, port), Handler)
+        self.studio, self.verbose = studio, verbose
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="studio")
+
+    def process_request(self, request, client_address) -> None:
+        self.pool.submit(self._handle, request, client_address)
+
+    def _handle(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:                                     # noqa: BLE001 - as socketserver does
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)

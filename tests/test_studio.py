@@ -1,0 +1,345 @@
+"""The studio's HTTP interface, through urllib against a server started here on 127.0.0.1 with
+tiny checkpoints: generate, the stream, edits, every bad input, the line, cancellation, a load
+test; and the page in a real browser when headless Chromium and selenium are installed."""
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train_ddpm
+from minigen.studio import Studio, StudioServer
+from minigen.studio.server import STATIC
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A server with two tiny models: class-conditional glyphs (28x28 gray) and a text model on
+    captioned-shapes (32x32 RGB)."""
+    out = tmp_path_factory.mktemp("studio")
+    common = ["--preset", "tiny", "--steps", "1", "--batch-size", "4", "--sample-every", "0", "--sample-steps", "1"]
+    assert train_ddpm.run(train_ddpm.main, common + ["--max-images", "16", "--out", str(out / "glyphs")]) == 0
+    assert train_ddpm.run(train_ddpm.main, common + ["--dataset", "captioned-shapes", "--condition", "text",
+                                                     "--max-images", "16", "--out", str(out / "text")]) == 0
+    studio = Studio([out / "glyphs" / "last.pt", out / "text" / "last.pt"], queue=2, max_upload=200_000)
+    server, url = start(studio)
+    yield url, studio, out
+    server.shutdown()
+    server.server_close()
+
+
+def start(studio: Studio) -> tuple[StudioServer, str]:
+    """The studio served on 127.0.0.1 at a free port, from a background thread."""
+    server = StudioServer(studio, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    return server, f"http://{host}:{port}"
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return answer.status, answer.headers.get("Content-Type"), answer.read()
+
+
+def post(url: str, body, raw: bytes | None = None) -> tuple[int, list[dict] | dict]:
+    """(status, the stream's events) for a 200; (status, {"error": ...}) otherwise."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(url + "/api/run", data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, [json.loads(line) for line in answer.read().decode().splitlines() if line.strip()]
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def data_url(img: Image.Image) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode()
+
+
+def decode(url: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def test_the_page_and_its_files_come_from_here_only(served):
+    url, _, _ = served
+    status, kind, page = get(url + "/")
+    assert status == 200 and kind.startswith("text/html") and b'id="generate"' in page
+    for name in ("studio.js", "studio.css"):
+        status, _, text = get(f"{url}/static/{name}")
+        assert status == 200 and text == (STATIC / name).read_bytes()
+    for path in STATIC.iterdir():                     # no CDN, no font service: nothing fetched from outside
+        assert b"http://" not in path.read_bytes() and b"https://" not in path.read_bytes(), path
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(url + "/static/../server.py")
+    assert e.value.code == 404
+
+
+def test_models_are_listed_with_what_they_take(served):
+    url, _, _ = served
+    glyphs, text = json.loads(get(url + "/api/models")[2])
+    assert glyphs["condition"] == "class" and len(glyphs["classes"]) == 10 and glyphs["image_shape"] == [1, 28, 28]
+    assert text["condition"] == "text" and text["image_shape"] == [3, 32, 32]
+
+
+def test_generate_streams_frames_then_the_grid(served):
+    url, _, _ = served
+    status, events = post(url, {"model": 0, "label": 3, "steps": 4, "n": 2, "seed": 1})
+    assert status == 200
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "done" and "frame" in kinds, kinds
+    frames = [e for e in events if e["event"] == "frame"]
+    assert frames[-1]["t"] == -1                      # the last frame is the clean result
+    assert decode(frames[0]["x_t"]).size == decode(frames[0]["x0"]).size == (1 + 2 * (28 + 1), 1 + 28 + 1)   # 2 images
+    assert decode(events[-1]["grid"]).size[0] > 2 * 28
+    again = post(url, {"model": 0, "label": 3, "steps": 4, "n": 2, "seed": 1})[1]
+    assert again[-1]["grid"] == events[-1]["grid"]    # same seed, same images
+
+    status, events = post(url, {"model": 1, "prompt": "a large blue circle in the centre on black", "steps": 2, "n": 1,
+                                "negative": "a small red square at the top left on white"})
+    assert status == 200 and events[-1]["event"] == "done"
+
+
+def test_inpainting_keeps_the_unmasked_pixels(served):
+    url, _, _ = served
+    image = Image.fromarray(np.tile(np.linspace(0, 255, 28, dtype=np.uint8), (28, 1)), mode="L")
+    mask = np.zeros((28, 28, 4), dtype=np.uint8)
+    mask[..., 3] = 255                                # a browser canvas: RGBA, gray content
+    mask[8:20, 8:20, :3] = 255
+    status, events = post(url, {"model": 0, "mode": "inpaint", "label": 1, "steps": 3, "n": 1,
+                                "image": data_url(image), "mask": data_url(Image.fromarray(mask, mode="RGBA"))})
+    assert status == 200 and events[-1]["event"] == "done", events[-1]
+    panels = events[-1]["panels"]
+    assert [p["caption"] for p in panels] == ["original", "mask", "result 1"]
+    original, shown_mask, result = (np.asarray(decode(p["image"]).convert("L"), dtype=int) for p in panels)
+    keep = mask[..., 0] < 128
+    assert np.abs(result[keep] - np.asarray(image, dtype=int)[keep]).max() <= 1     # pasted back, as given
+    assert (shown_mask[8:20, 8:20] == 255).all() and (shown_mask[keep] == 0).all()
+
+    status, events = post(url, {"model": 0, "mode": "sdedit", "label": 1, "steps": 4, "strength": 0.5, "test_index": 3})
+    assert status == 200 and events[-1]["event"] == "done" and len(events[-1]["panels"]) == 1 + 4
+    status, events = post(url, {"model": 0, "mode": "invert", "label": 2, "steps": 3, "test_index": 0})
+    assert [p["caption"] for p in events[-1]["panels"]][:2] == ["original", "reconstructed"]
+
+
+BAD = [
+    ({"model": 7}, 400, "serves models 0..1"),
+    ({"model": 0, "label": 3, "steps": 0}, 400, "steps 0: must be in [1, 1000]"),
+    ({"model": 0, "label": 3, "sampler": "euler"}, 400, "sampler 'euler': choose one of"),
+    ({"model": 0, "label": 12}, 400, "label 12: this model has classes 0..9"),
+    ({"model": 0}, 400, "class-conditional: choose a class"),
+    ({"model": 0, "label": 1, "eta": 0.5, "sampler": "ddpm"}, 400, "η is DDIM's noise"),
+    ({"model": 1, "prompt": "a crimson circle"}, 400, "unknown word in the prompt: 'crimson'"),
+    ({"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64,!!!"}, 400, "base64 does not decode"),
+    ({"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64," + base64.b64encode(b"GIF89a no").decode()},
+     400, "the uploaded image: not a readable image"),
+    ({"model": 0, "label": 1, "mode": "sdedit", "image": data_url(Image.new("RGB", (28, 28), (200, 0, 0)))},
+     400, "an RGB image, but the model makes grayscale images"),
+    ({"model": 0, "label": 1, "mode": "inpaint", "image": data_url(Image.new("L", (28, 28))),
+      "mask": data_url(Image.new("L", (14, 14), 255))}, 400, "must have the image's size"),
+    ({"model": 0, "label": 1, "mode": "inpaint", "image": data_url(Image.new("L", (28, 28))),
+      "mask": data_url(Image.new("RGB", (28, 28), (255, 0, 0)))}, 400, "the mask must be grayscale"),
+    ({"model": 0, "label": 1, "mode": "inpaint", "test_index": 0, "mask": data_url(Image.new("L", (28, 28)))},
+     400, "the mask is empty"),
+    ({"model": 0, "label": 1, "mode": "sdedit", "test_index": 10**6}, 400, "test_index 1000000: the test split has"),
+    ({"model": 0, "label": 1, "mode": "sdedit", "test_index": 0, "strength": 0}, 400, "strength 0.0: must be in (0, 1]"),
+    ({"model": 0, "label": 1, "image": "x" * 300_000}, 413, "the studio takes at most 200,000"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD, ids=[m[:24] for _, _, m in BAD])
+def test_a_bad_request_is_answered_in_one_line_and_the_server_lives_on(served, body, status, message):
+    url, _, _ = served
+    got, answer = post(url, body)
+    assert got == status and message in answer["error"] and "\n" not in answer["error"], answer
+    assert get(url + "/api/models")[0] == 200
+
+
+def test_not_json_and_unknown_pages(served):
+    url, _, _ = served
+    assert post(url, None, raw=b"{not json") == (400, {"error": "the request is not JSON"})
+    assert post(url, None, raw=b"[1, 2]")[0] == 400
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(url + "/api/nothing")
+    assert e.value.code == 404
+
+
+def test_a_job_waits_in_line_and_hears_its_position(served):
+    url, studio, _ = served
+    line = studio.models[0].line
+    holder = line.join()                                # a job "running" on model 0
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(post(url, {"model": 0, "label": 0, "steps": 2, "n": 1})))
+    waiting.start()
+    for _ in range(200):
+        if len(line) == 2:
+            break
+        time.sleep(0.02)
+    second = line.join()                                # a third: the line is full now (limit 2 waiting)
+    status, answer = post(url, {"model": 0, "label": 0, "steps": 2})
+    assert status == 503 and answer["error"].startswith("busy")
+    assert get(url + "/api/models")[0] == 200           # the other routes still answer
+    time.sleep(1.2)                                     # long enough for one "queued" event
+    line.leave(holder)
+    line.leave(second)
+    waiting.join(60)
+    status, events = answers[0]
+    assert status == 200 and events[0] == {"event": "queued", "position": 1}
+    assert events[-1]["event"] == "done" and len(line) == 0
+
+
+def test_a_client_that_goes_away_cancels_its_job(served):
+    """1,000 DDIM steps, then the client reads one frame and hangs up: the job stops early (it
+    calls the network far fewer than 1,000 times) and the model's line is free again."""
+    url, studio, _ = served
+    pipe = studio.models[0].pipe
+    calls = []
+    pipe.network.register_forward_hook(lambda *_: calls.append(1))
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"model": 0, "label": 0, "steps": 1000, "n": 1}).encode()
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(b"POST /api/run HTTP/1.0\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        received = b""
+        while b'"frame"' not in received:
+            received += s.recv(65536)
+    for _ in range(500):
+        if len(studio.models[0].line) == 0:
+            break
+        time.sleep(0.02)
+    assert len(studio.models[0].line) == 0
+    assert 0 < len(calls) < 1000
+    pipe.network._forward_hooks.clear()
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads memory from /proc (Linux)")
+def test_many_clients_at_once_all_answered_and_memory_comes_back(served):
+    """Rounds of 12 concurrent local clients, generations and bad uploads on both models: every
+    one gets an answer (done, busy or a 400), none is lost, and the server's memory after the
+    rounds is where it was after two rounds of warming up (within 40 MB)."""
+    url, studio, _ = served
+    bodies = ([{"model": k % 2, "label": 1, "prompt": "a small red cross at the top left on white", "steps": 2, "n": 2}
+               for k in range(8)]
+              + [{"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64,AAAA"}] * 4)
+    bodies = [{k: v for k, v in b.items() if not (b["model"] == 0 and k == "prompt")
+               and not (b["model"] == 1 and k == "label")} for b in bodies]
+
+    def one_round() -> list:
+        answers = [None] * len(bodies)
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, post(url, bodies[i])))
+                   for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        return answers
+
+    one_round()
+    one_round()                                       # the pool's threads warm up
+    before = rss_mb()
+    for _ in range(3):
+        answers = one_round()
+        assert all(a is not None for a in answers)
+        for (status, events), body in zip(answers, bodies):
+            if body.get("mode") == "sdedit":
+                assert status == 400
+            else:
+                assert status == 503 or (status == 200 and events[-1]["event"] == "done"), (status, events)
+        assert sum(status == 200 for status, _ in answers) >= 2
+    assert all(len(m.line) == 0 for m in studio.models)
+    assert rss_mb() - before < 40
+
+
+def _browser():
+    """A headless Chromium driven by selenium, or the reason there is none."""
+    try:
+        from selenium import webdriver
+    except ImportError:
+        return None, "selenium is not installed (pip install -e '.[test]')"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        return None, "headless Chromium is not installed (apt-get install chromium chromium-driver)"
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1060"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver_path), options=options), None
+
+
+def test_the_page_in_a_real_browser_paints_a_mask_and_inpaints(served):
+    """The README's picture: MINIGEN_STUDIO_SCREENSHOT=docs/studio.png, and MINIGEN_STUDIO_CKPT=
+    a real class-conditional checkpoint to serve instead of the tiny one."""
+    url, _, _ = served
+    browser, why = _browser()
+    if browser is None:
+        pytest.skip(why)
+    own = None
+    if os.environ.get("MINIGEN_STUDIO_CKPT"):
+        own, url = start(Studio([os.environ["MINIGEN_STUDIO_CKPT"]]))
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    try:
+        browser.get(url + "/")
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "model").get_attribute("value") == "0")
+        browser.find_element(By.ID, "label").send_keys("7")
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("25" if own else "4")
+        browser.find_element(By.ID, "generate").click()
+        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
+        assert browser.find_element(By.ID, "result").get_attribute("src").startswith("data:image/png")
+
+        canvas = browser.find_element(By.ID, "mask-view")
+        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return source !== null"))
+        ActionChains(browser).move_to_element_with_offset(canvas, -60, -20).click_and_hold() \
+            .move_by_offset(60, 10).move_by_offset(60, 10).release().perform()            # a stroke across the middle
+        painted = browser.execute_script(
+            "const d = mask.getContext('2d').getImageData(0, 0, mask.width, mask.height).data;"
+            "let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] > 127; return n;")
+        assert painted > 0
+        browser.find_element(By.ID, "run-edit").click()
+        WebDriverWait(browser, 120).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#panels img")) == 2 + 4)
+        captions = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#panels figcaption")]
+        assert captions[:2] == ["original", "mask"] and captions[2] == "result 1"
+        shot = os.environ.get("MINIGEN_STUDIO_SCREENSHOT")
+        if shot:
+            browser.save_screenshot(shot)
+    finally:
+        browser.quit()
+        if own is not None:
+            own.shutdown()
+            own.server_close()
+
+
+def test_the_command_line_refuses_what_it_cannot_serve(tmp_path, capsys):
+    from minigen.cli import run
+    from minigen.studio.__main__ import main
+    assert run(main, ["--ckpt", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert run(main, ["--ckpt", "x.pt", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
