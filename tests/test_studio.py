@@ -22,7 +22,6 @@ import train_ddpm
 from minigen.studio import Studio, StudioServer
 from minigen.studio.server import STATIC
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
