@@ -157,5 +157,5 @@ def test_folder_errors_missing_empty_and_all_corrupt(tmp_path):
 
 
 def test_unknown_dataset_name_lists_the_choices():
-    with pytest.raises(DataError, match="glyphs, shapes, captioned-shapes, shapes64, mnist"):
+    with pytest.raises(DataError, match="glyphs, shapes, captioned-shapes, captioned-shapes-all, shapes64, mnist"):
         load_dataset("imagenet")

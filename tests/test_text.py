@@ -113,6 +113,10 @@ def test_held_out_combinations_never_occur_in_the_training_split():
     pairs = {(shape[s], colour[c]) for s, c in test[held][:, :2]}
     assert pairs == set(HELD_OUT)
     assert set(train[:, 0]) == set(range(4)) and set(train[:, 1]) == set(range(6))      # every part still seen
+    # The judges' set holds every pair in its training split, drawn from streams of its own.
+    judges = load_dataset("captioned-shapes-all", "train", n=300)
+    assert is_held_out(judges.facts.numpy()).mean() > 0.1
+    assert not torch.equal(judges.images, load_dataset("captioned-shapes", "train", n=300).images)
 
 
 def test_captioned_shapes_load_with_the_shape_as_class_and_captions_for_every_set():

@@ -91,6 +91,15 @@ def make_captioned_shapes(n: int, seed: int, split: str = "train") -> tuple[np.n
     return _draw(attributes, g), attributes.numpy().astype(np.int64)
 
 
+def make_every_combination(n: int, seed: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """`captioned-shapes-all`: the same drawing with no combination held out of either split, from
+    random streams of its own (seed + 1000, so its images are not captioned-shapes'): training
+    images for a judge, which must know every combination it is asked to confirm. (A judge
+    trained on captioned-shapes' training split reads shape partly from colour, and calls a
+    green triangle anything but a triangle.)"""
+    return make_captioned_shapes(n, seed + 1000, split="test")
+
+
 def _draw(attributes: torch.Tensor, g: torch.Generator) -> np.ndarray:
     n = len(attributes)
     uniform = lambda lo, hi: lo + (hi - lo) * torch.rand(n, 1, 1, generator=g)

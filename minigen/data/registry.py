@@ -93,14 +93,19 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
+NAMED = Captioning(captioned.ATTRIBUTES, lambda facts, phrasing=0: [captioned.caption(f, phrasing) for f in facts],
+                   captioned.is_held_out)       # the captioned shapes' five attributes
+
 REGISTRY = {s.name: s for s in [
     Source("glyphs", "MNIST-like digits drawn here, 28x28 grayscale", glyphs.CLASSES, make=glyphs.make_glyphs,
            captioning=class_captioning(glyphs.CLASSES, "the digit {}")),
     Source("shapes", "coloured shapes drawn here, 32x32 RGB", shapes.CLASSES, make=shapes.make_shapes),
     Source("captioned-shapes", "shapes drawn here from five named attributes, with captions, 32x32 RGB", shapes.CLASSES,
            make=captioned.make_captioned_shapes, takes_split=True, sizes=(30_000, 6_000),
-           captioning=Captioning(captioned.ATTRIBUTES, lambda facts, phrasing=0: [captioned.caption(f, phrasing) for f in facts],
-                                 captioned.is_held_out)),
+           captioning=NAMED),
+    Source("captioned-shapes-all", "captioned-shapes with every combination in both splits: for judges", shapes.CLASSES,
+           make=captioned.make_every_combination, takes_split=True, sizes=(30_000, 6_000),
+           captioning=NAMED),
     # 64 px for latent diffusion's comparison: drawn, not upscaled; 20,000 images (60,000 would be 737 MB)
     Source("shapes64", "coloured shapes drawn here, 64x64 RGB", shapes.CLASSES, make=partial(shapes.make_shapes, size=64),
            sizes=(20_000, 2_000)),
