@@ -52,6 +52,25 @@ def test_a_hard_negative_names_another_value_of_one_attribute():
     assert not any(pair in text for pair in held for text in negatives)     # no held-out pair taught as a negative
 
 
+def test_a_contrast_batch_groups_images_that_differ_only_in_shape():
+    import train_clip
+    train = load_dataset("captioned-shapes", "train", n=3000)
+    anchors = torch.arange(40)
+    index = train_clip.contrast_batch(train, anchors, 0, torch.Generator().manual_seed(0))
+    groups = train.facts[index].reshape(40, 4, 5)                           # anchor, then its three partners
+    assert torch.equal(index.reshape(40, 4)[:, 0], anchors)
+    present = {tuple(f) for f in train.facts.tolist()}
+    for g in groups:
+        for j in range(1, 4):                        # partner j: the anchor's shape + j (mod 4), all else equal
+            wanted = g[0].clone()
+            wanted[0] = (g[0, 0] + j) % 4
+            if tuple(wanted.tolist()) in present:    # else (a held-out pair, or not drawn) a random image stands in
+                assert torch.equal(g[j], wanted)
+    complete = sum(all((int(g[0, 0] + j) % 4, *g[0, 1:].tolist()) in present for j in range(1, 4))
+                   for g in groups)
+    assert complete >= 10                            # purple and orange anchors (2 of 6 colours) at least
+
+
 def test_a_perfect_embedding_reads_every_attribute_and_retrieves_every_pair():
     """Captions of all 12 combinations of two attributes (3 x 4), each its own orthogonal
     direction; each image embedded exactly on its combination's caption."""
