@@ -39,6 +39,8 @@ def test_stop_after_and_resume_reach_the_same_weights_bit_for_bit(tmp_path, scri
     assert a["step"] == b["step"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, v in (a.get("others") or {}).get("discriminator", {}).items():    # the GAN's D too
+        assert torch.equal(v, b["others"]["discriminator"][k]), k
     again = run(*common, "--out", str(tmp_path / "b"))                    # a finished run is not overwritten
     assert again.returncode == 2 and "pass --resume" in again.stderr
 
