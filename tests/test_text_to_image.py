@@ -150,5 +150,6 @@ def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(tmp_path):
                                     str(tmp_path / "a" / "last.pt")]) == 0
     report = json.loads((tmp_path / "p" / "prompts.json").read_text())
     assert set(report["held_out"]["plain"]) == {"clip", "classifier", "images_per_s", "CLIPScore"}
+    assert set(report["features_plain"]) == {"FD", "precision", "recall"}
     with pytest.raises(SystemExit):
         prompts.main(evaluate + ["--judge", str(tmp_path / "c" / "last.pt")])                # not an attribute judge

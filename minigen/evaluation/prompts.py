@@ -10,7 +10,11 @@ attributes zero-shot (metrics.zero_shot_attributes: every combination's caption,
 probable value of each attribute); a sample is right when every attribute it was prompted
 with is read back. The second judge (--judge) is an attribute classifier trained on the real
 images alone (train_vit.py --attributes): one softmax per attribute, no text, no CLIP. Each
-judge on the real test images behind the prompts is its own ceiling, shown beside. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
+judge on the real test images behind the prompts is its own ceiling, shown beside. With
+--judge, also the Fréchet distance, precision and recall of all the samples against those real
+images, in the attribute judge's features (Heusel et al. 2017; Kynkäänniemi et al. 2019): a
+trilemma row. A class-conditional model of the same data (class = shape) is asked for the
+shape of each test image and judged on shape alone, for the rows beside it. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
 and, with --negative, the same with a negative prompt: the prompt itself with its colour
 changed to the next of the palette (steer away from "a small *green* circle ..." when asking for
 "a small red circle ..."; a bare word as a negative prompt is a caption the text encoder never
@@ -27,7 +31,7 @@ import torch
 from .. import pipelines
 from ..data import load_dataset
 from ..diffusion import SamplerConfig
-from .metrics import clip_score, zero_shot_attributes
+from .metrics import clip_score, frechet_distance_of, precision_recall, zero_shot_attributes
 
 
 @torch.no_grad()
@@ -52,7 +56,8 @@ def accuracy_by_attribute(predicted: torch.Tensor, truth: torch.Tensor, names: l
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.prompts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ddpm.py --condition text)")
+    parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ddpm.py --condition "
+                                                      "text), or a class-conditional one (class = shape: judged on shape)")
     parser.add_argument("--clip", help="a judge: a CLIP from train_clip.py on the same data (zero-shot reading; "
                                         "also gives CLIPScore)")
     parser.add_argument("--judge", help="a judge: an attribute classifier from train_vit.py --attributes")
@@ -66,9 +71,14 @@ def main(argv=None) -> int:
     if not (args.clip or args.judge):
         parser.error("give a judge: --clip, --judge or both")
     pipe = pipelines.load(args.ckpt, kind="ddpm")
-    if pipe.tokenizer is None:
-        parser.error(f"{args.ckpt} is not text-conditional")
+    text = pipe.tokenizer is not None
+    if not text and not pipe.num_classes:
+        parser.error(f"{args.ckpt} is unconditional: nothing to ask of it")
+    if not text and args.negative:
+        parser.error("--negative: a negative prompt needs a text-conditional model")
     data = load_dataset(pipe.data["dataset"], "test")
+    if data.captioning is None or len(data.captioning.attributes) < 2:
+        parser.error(f"{args.ckpt} was trained on {pipe.data['dataset']}, which has no named attributes to judge")
     judges = {}                                                           # name -> images (N, C, H, W) -> (N, A)
     clip = pipelines.load(args.clip, kind="clip") if args.clip else None
     if clip is not None:
@@ -80,10 +90,12 @@ def main(argv=None) -> int:
                          "(train_vit.py --attributes makes one)")
         judges["classifier"] = classifier.read_attributes
     names = list(data.captioning.attributes)
+    asked = list(range(len(names))) if text else [0]        # what the condition names: every attribute, or the class
     held = torch.from_numpy(data.captioning.held_out(data.facts.numpy()))
     g = torch.Generator().manual_seed(args.seed)
     pick = lambda rows: rows.nonzero().flatten()[torch.randperm(int(rows.sum()), generator=g)[:args.n]]
     report = {"args": vars(args)}
+    reals, samples = [], {}                                 # for the distances in the judge's features
     for split, index in (("seen", pick(~held)), ("held_out", pick(held))):
         prompts, truth = data.captions(index, 0), data.facts[index]
         runs = [("plain", None)]
@@ -92,28 +104,43 @@ def main(argv=None) -> int:
             other[:, 1] = (other[:, 1] + 1) % len(data.captioning.attributes["colour"])
             runs.append(("negative", data.captioning.describe(other, 0)))
         real = data.batch(index)[0]
-        row = {"n": len(index), "judge_on_real": {j: accuracy_by_attribute(read(real), truth, names)
-                                                  for j, read in judges.items()}}
+        judged = lambda read, x: accuracy_by_attribute(read(x)[:, asked], truth[:, asked], [names[a] for a in asked])
+        row = {"n": len(index), "judge_on_real": {j: judged(read, real) for j, read in judges.items()}}
+        reals.append(real)
         for name, negative in runs:
             torch.manual_seed(args.seed)
             generator = torch.Generator().manual_seed(args.seed)
             denoiser = pipe.denoiser(args.guidance, pipe.prompts(negative) if negative else None)
             start = time.perf_counter()
             x = pipe.to_pixels(SamplerConfig("ddim", args.steps, clip_x0=pipe.clip_x0).sample(
-                denoiser, pipe.noise(len(prompts), generator), cond=pipe.prompts(prompts), generator=generator,
+                denoiser, pipe.noise(len(prompts), generator), generator=generator,
+                cond=pipe.prompts(prompts) if text else pipe.condition(truth[:, 0]),
                 progress=False)).cpu()
             seconds = time.perf_counter() - start
-            row[name] = {j: accuracy_by_attribute(read(x), truth, names) for j, read in judges.items()}
+            row[name] = {j: judged(read, x) for j, read in judges.items()}
+            samples.setdefault(name, []).append(x)
             row[name]["images_per_s"] = len(x) / seconds
-            if clip is not None:
+            if clip is not None and text:
                 row[name]["CLIPScore"] = clip_score(clip.encode_image(x).cpu(), clip.encode_text(prompts).cpu())
             for j in judges:
                 print(f"{split:9s} {name:8s} judged by {j:10s}: prompt accuracy {row[name][j]['all']:.1%} ("
-                      + ", ".join(f"{k} {row[name][j][k]:.0%}" for k in names) + "); the judge on the real images: "
+                      + ", ".join(f"{names[a]} {row[name][j][names[a]]:.0%}" for a in asked)
+                      + "); the judge on the real images: "
                       f"{row['judge_on_real'][j]['all']:.1%}")
             print(f"{split:9s} {name:8s} {row[name]['images_per_s']:.1f} images/s"
-                  + (f", CLIPScore {row[name]['CLIPScore']:.3f}" if clip is not None else ""))
+                  + (f", CLIPScore {row[name]['CLIPScore']:.3f}" if "CLIPScore" in row[name] else ""))
         report[split] = row
+    if args.judge:          # quality and coverage over both splits' samples, in the attribute judge's features
+        feats = lambda x: torch.cat([classifier.network.features(x[i:i + 250].to(classifier.device)).cpu()
+                                     for i in range(0, len(x), 250)])
+        with torch.no_grad():
+            real = feats(torch.cat(reals))
+            for name, xs in samples.items():
+                fake = feats(torch.cat(xs))
+                report[f"features_{name}"] = {"FD": frechet_distance_of(real, fake),
+                                              **dict(zip(("precision", "recall"), precision_recall(real, fake)))}
+                print(f"{name:8s} against the {len(real)} real images, in the judge's features: "
+                      + ", ".join(f"{k} {v:.3f}" for k, v in report[f"features_{name}"].items()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "prompts.json").write_text(json.dumps(report, indent=2))
