@@ -253,7 +253,7 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
         jump, resample = args.jump_length or 10, args.resample or 5
         result = pipe.inpaint(sampler, denoiser, image, keep, n, jump, resample, **loop)
         shown = image * keep + (1 - keep) * -1                              # the known part only
-        panels = torch.cat([image, (1 - keep) * 2 - 1, shown, result])     # mask shown white = regenerated
+        panels = torch.cat([image, ((1 - keep) * 2 - 1).expand_as(image), shown, result])   # mask: white = regenerated
         captions = ["input", "mask", "kept"] + [f"result {i + 1}" for i in range(n)]
         return panels, captions, f"inpainting (RePaint, {sampler.sampler} {sampler.steps} steps, jump {jump}, resample {resample})"
     if args.init:

@@ -133,6 +133,11 @@ def test_inpainting_keeps_the_unmasked_pixels(served):
     assert np.abs(result[keep] - np.asarray(image, dtype=int)[keep]).max() <= 1     # pasted back, as given
     assert (shown_mask[8:20, 8:20] == 255).all() and (shown_mask[keep] == 0).all()
 
+    rgb = {"mode": "inpaint", "steps": 2, "n": 1, "prompt": "a small red cross at the top left on white",
+           "image": data_url(Image.new("RGB", (32, 32), (128, 128, 128))), "mask": data_url(Image.new("L", (32, 32), 255))}
+    status, events = post(url, {"model": 1, **rgb})                          # an RGB model, prompted
+    assert status == 200 and [p["caption"] for p in events[-1]["panels"]] == ["original", "mask", "result 1"]
+
     status, events = post(url, {"model": 0, "mode": "sdedit", "label": 1, "steps": 4, "strength": 0.5, "test_index": 3})
     assert status == 200 and events[-1]["event"] == "done" and len(events[-1]["panels"]) == 1 + 4
     status, events = post(url, {"model": 0, "mode": "invert", "label": 2, "steps": 3, "test_index": 0})

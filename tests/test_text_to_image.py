@@ -114,6 +114,13 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(tmp_path
                                                      str(tmp_path / "s.png"), "--save-npz", str(tmp_path / "s.npz")]) == 0
     import numpy as np
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 32, 32, 3)
+    # The seeds' final project: replace a region of an RGB image by prompt (original | mask | kept | results).
+    from PIL import Image
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(tmp_path / "gray.png")
+    assert sample.run(sample.main, ckpt + ["--inpaint", str(tmp_path / "gray.png"), "--mask-box", "8,8,24,24", "-n", "2",
+                                           "--prompt", "a large green triangle in the centre on gray",
+                                           "--out", str(tmp_path / "inpaint.png")]) == 0
+    assert Image.open(tmp_path / "inpaint.png").size[0] > 5 * 32
     capsys.readouterr()
     assert sample.run(sample.main, ckpt + ["--prompt", "a crimson circle", "--out", str(tmp_path / "u.png")]) == 2
     assert "unknown word in the prompt: 'crimson'" in capsys.readouterr().err

@@ -196,7 +196,7 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
         elif job.mode == "inpaint":
             keep = job.keep.to(device)
             x = pipe.inpaint(sampler, denoiser, image, keep, job.n, **loop)
-            panels = torch.cat([image, (1 - keep) * 2 - 1, x])                  # original | mask | results
+            panels = torch.cat([image, ((1 - keep) * 2 - 1).expand_as(image), x])   # original | mask | results
             captions = ["original", "mask"] + [f"result {i + 1}" for i in range(job.n)]
         elif job.mode == "sdedit":
             x = pipe.sdedit(sampler, denoiser, image, job.strength, job.n, **loop)
