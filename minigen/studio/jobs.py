@@ -165,7 +165,6 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
     Returns the final event: the result images as data URLs."""
     device, start = pipe.device, time.perf_counter()
     generator = torch.Generator(device=device).manual_seed(job.seed)
-    torch.manual_seed(job.seed)
     d, sampler = pipe.diffusion, job.sampler
     total = len(sampler.timesteps(d))
     if job.mode == "inpaint":
