@@ -1,6 +1,6 @@
 """Train a tiny CLIP (Radford et al. 2021) from scratch: a ViT and a text Transformer that agree.
 
-    python train_clip.py                                  # built-in captioned shapes, ~10 min on 2 CPU cores
+    python train_clip.py --contrast shape                 # built-in captioned shapes, ~6 min on 2 CPU cores
     python train_clip.py --dataset fashion --out runs/clip-fashion     # captions that name the class
     python train_clip.py --resume                         # continue runs/clip/last.pt to --steps
 
@@ -8,7 +8,9 @@ Each step takes a batch of images and their captions (each caption in a phrasing
 random: "a small red triangle at the top left on black", "red triangle, small, top left, on
 black", ...), embeds both, and pulls every image towards its own caption and away from the
 batch's other captions (the symmetric InfoNCE loss, minigen/models/clip.py). The tokenizer is
-learned from the training captions first and saved in the checkpoint.
+learned from the training captions first and saved in the checkpoint. With --contrast shape
+each batch is made of groups of four images that differ only in their shape, so that the
+batch's own negatives teach the one attribute a random batch never isolates.
 
 At the end it reports, on the test split:
     zero-shot accuracy per attribute: each image scored against a caption of every combination
