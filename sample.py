@@ -41,11 +41,11 @@ from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
 from minigen.diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, Frames, LossGuidance, SamplerConfig
-from minigen.diffusion.editing import clip_loss, colour_loss
+from minigen.diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, clip_loss, colour_loss
 from minigen.diffusion.samplers import VARIANCES
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
-from minigen.images import save_gif, save_grid, save_npz, save_pngs, save_strip
+from minigen.images import mask_panel, save_gif, save_grid, save_npz, save_pngs, save_strip
 from minigen.interpolation import slerp
 
 KINDS = ("ddpm", "gan")
@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inpaint", metavar="IMAGE", help="regenerate the masked part of IMAGE (RePaint)")
     e.add_argument("--mask", metavar="MASK", help="grayscale mask of IMAGE's size: white = regenerate")
     e.add_argument("--mask-box", metavar="x0,y0,x1,y1", help="regenerate this box (pixels of the model's size)")
-    e.add_argument("--jump-length", type=count, default=None, help="RePaint: steps per resampling block (default: 10)")
-    e.add_argument("--resample", type=count, default=None, help="RePaint: times each block is denoised (default: 5)")
+    e.add_argument("--jump-length", type=count, default=None, help=f"RePaint: steps per resampling block (default: {REPAINT_JUMP})")
+    e.add_argument("--resample", type=count, default=None, help=f"RePaint: times each block is denoised (default: {REPAINT_RESAMPLE})")
     e.add_argument("--init", metavar="IMAGE", help="image-to-image (SDEdit): start from IMAGE noised to --strength")
     e.add_argument("--strength", type=number(float, between(0, 1, low_open=True)), default=None, help="SDEdit noise level in (0, 1] (default: 0.6)")
     e.add_argument("--invert", metavar="IMAGE", help="DDIM-invert IMAGE to x_T, reconstruct it (PSNR, SSIM) "
@@ -250,10 +250,10 @@ def edit(args, pipe, sampler: SamplerConfig, denoiser, labels, generator) -> tup
                 raise MinigenError("--inpaint needs --mask MASK or --mask-box x0,y0,x1,y1")
             keep = read_mask(args.mask, args.inpaint, (H, W))
         keep = torch.from_numpy(keep)[None, None].to(device)                # (1, 1, H, W)
-        jump, resample = args.jump_length or 10, args.resample or 5
+        jump, resample = args.jump_length or REPAINT_JUMP, args.resample or REPAINT_RESAMPLE
         result = pipe.inpaint(sampler, denoiser, image, keep, n, jump, resample, **loop)
         shown = image * keep + (1 - keep) * -1                              # the known part only
-        panels = torch.cat([image, ((1 - keep) * 2 - 1).expand_as(image), shown, result])   # mask: white = regenerated
+        panels = torch.cat([image, mask_panel(keep, image), shown, result])
         captions = ["input", "mask", "kept"] + [f"result {i + 1}" for i in range(n)]
         return panels, captions, f"inpainting (RePaint, {sampler.sampler} {sampler.steps} steps, jump {jump}, resample {resample})"
     if args.init:

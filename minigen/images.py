@@ -26,6 +26,12 @@ def to_pil(x: torch.Tensor, scale: int = 1) -> Image.Image:
     return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST) if scale > 1 else img
 
 
+def mask_panel(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """An inpainting mask as a picture beside the images: keep (1, 1, H, W) in {0, 1} to
+    (1, C, H, W) in [−1, 1], white where the model regenerates, black where it keeps."""
+    return ((1 - keep) * 2 - 1).expand_as(like)
+
+
 def _default_scale(h: int) -> int:
     return max(1, 64 // h)                      # 28 px -> 2x, 32 px -> 2x, 64 px and up -> 1x
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig, SamplerConfig
-from .diffusion.editing import ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
+from .diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from .diffusion.latent import LatentSpace
 from .errors import CheckpointError, MinigenError
 from .models.autoencoder import Autoencoder, AutoencoderConfig
@@ -141,8 +141,8 @@ class DiffusionPipeline(Pipeline):
         """n samples from x_T ~ N(0, I): (n, C, H, W)."""
         return self.to_pixels(sampler.sample(denoiser, self.noise(n, generator), generator=generator, **loop))
 
-    def inpaint(self, sampler, denoiser, image: torch.Tensor, keep: torch.Tensor, n: int, jump: int = 10,
-                resample: int = 5, generator=None, **loop) -> torch.Tensor:
+    def inpaint(self, sampler, denoiser, image: torch.Tensor, keep: torch.Tensor, n: int, jump: int = REPAINT_JUMP,
+                resample: int = REPAINT_RESAMPLE, generator=None, **loop) -> torch.Tensor:
         """RePaint (Lugmayr et al. 2022): regenerate where keep (1, 1, H, W) is 0, the known part
         put back at every step; a latent model's mask is min-pooled to the latent grid. (n, C, H, W)."""
         ts = repaint_timesteps(sampler.timesteps(self.diffusion), jump, resample)

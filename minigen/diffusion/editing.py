@@ -25,6 +25,10 @@ from ..progress import progress_bar
 from .process import Diffusion
 
 
+# jump length j and resamplings r: Lugmayr et al. 2022 use j = 10, r = 10; r = 5 halves the cost
+REPAINT_JUMP, REPAINT_RESAMPLE = 10, 5
+
+
 def repaint_timesteps(timesteps: list[int], jump_length: int, resample: int) -> list[int]:
     """The timesteps RePaint visits: the descending `timesteps` in blocks of `jump_length`
     steps, each block walked `resample` times, jumping back up to its start in between

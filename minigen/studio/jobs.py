@@ -28,9 +28,9 @@ from ..cli import at_least, between
 from ..data import to_float
 from ..data.readers import read_image, read_mask
 from ..diffusion import SAMPLERS, SamplerConfig
-from ..diffusion.editing import repaint_timesteps
+from ..diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, repaint_timesteps
 from ..errors import MinigenError
-from ..images import make_grid, to_pil
+from ..images import make_grid, mask_panel, to_pil
 
 MODES = ("generate", "inpaint", "sdedit", "invert")
 MAX_IMAGES = 16
@@ -168,7 +168,7 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
     d, sampler = pipe.diffusion, job.sampler
     total = len(sampler.timesteps(d))
     if job.mode == "inpaint":
-        total = len(repaint_timesteps(sampler.timesteps(d), 10, 5)) - 1
+        total = len(repaint_timesteps(sampler.timesteps(d), REPAINT_JUMP, REPAINT_RESAMPLE)) - 1
     if job.mode == "sdedit":
         total = round(job.strength * total)
     shown = {"i": 0, "last": 0.0}
@@ -195,7 +195,7 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
         elif job.mode == "inpaint":
             keep = job.keep.to(device)
             x = pipe.inpaint(sampler, denoiser, image, keep, job.n, **loop)
-            panels = torch.cat([image, ((1 - keep) * 2 - 1).expand_as(image), x])   # original | mask | results
+            panels = torch.cat([image, mask_panel(keep, image), x])   # original | mask | results
             captions = ["original", "mask"] + [f"result {i + 1}" for i in range(job.n)]
         elif job.mode == "sdedit":
             x = pipe.sdedit(sampler, denoiser, image, job.strength, job.n, **loop)
