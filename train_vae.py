@@ -38,7 +38,7 @@ from minigen.training.lr import warmup_cosine
 
 @dataclass
 class VAETrainConfig(DataConfig, RunConfig):
-    preset: str = setting("f4", "autoencoder size: f4 (28-32 px, 4x downsampling), f8 (64 px), tiny (tests)",
+    preset: str = setting("f4", "autoencoder size: f4 (28-32 px, 4x downsampling), f2 (32 px, 2x: keeps small shapes), f8 (64 px), tiny (tests)",
                           choices=PRESETS)
     latent_channels: int | None = setting(None, "latent channels c (default: the preset's, 4)", check=at_least(1))
     beta: float = setting(1e-3, "weight of the KL term", check=non_negative)

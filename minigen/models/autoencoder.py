@@ -48,6 +48,7 @@ class AutoencoderConfig:
 
 PRESETS = {
     "tiny": AutoencoderConfig(base_channels=8, channel_mults=(1, 2), latent_channels=2, groups=4),   # tests
+    "f2": AutoencoderConfig(channel_mults=(1, 2)),                                                # 32 px, small details
     "f4": AutoencoderConfig(),                                                                    # 28-32 px
     "f8": AutoencoderConfig(image_channels=3, image_size=(64, 64), base_channels=16, channel_mults=(1, 2, 2, 4)),
 }
