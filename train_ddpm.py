@@ -46,6 +46,7 @@ from minigen.diffusion.schedules import NAMES as SCHEDULES
 from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_flops, count_parameters
 from minigen.images import save_grid, save_strip
+from minigen.progress import progress_bar
 from minigen.models import text as text_models
 from minigen.models.text_to_image import TextToImage, TextToImageConfig
 from minigen.models.unet import PRESETS, UNet, fit_grid, preset
@@ -139,6 +140,24 @@ def draw(pipe: DiffusionPipeline, x_T, cond: dict, cfg, progress: bool = False):
     t_T = sampler.timesteps(pipe.diffusion)[0]
     first = x_T[:1] if pipe.latent is None else pipe.to_pixels(torch.zeros_like(x_T[:1]))   # latent: D(0), the mean
     return pipe.to_pixels(x), torch.cat([first.cpu(), pipe.to_pixels(strip).cpu()]), [frame_caption(t_T)] + captions
+
+
+@torch.no_grad()
+def latent_moments(latent: LatentSpace, data, flip: bool, device, chunk: int = 500) -> torch.Tensor:
+    """μ and log σ² of q(z|x) for every training image, and for its mirror image with --flip:
+    (2 if flip else 1, N, 2c, h, w), kept in host memory. The autoencoder is frozen, so they never
+    change: encoding each image once, not at every step it is drawn, leaves the training steps
+    to the U-Net (Rombach et al.'s latents are likewise precomputed in practice)."""
+    views = [False, True] if flip else [False]
+    out = []
+    for mirrored in views:
+        parts = []
+        for i in progress_bar(range(0, len(data), chunk), desc="latents" + (" (mirrored)" if mirrored else ""),
+                              leave=False):
+            x = data.batch(torch.arange(i, min(i + chunk, len(data))))[0].to(device)
+            parts.append(torch.cat(latent.moments(x.flip(-1) if mirrored else x), dim=1).cpu())   # (b, 2c, h, w)
+        out.append(torch.cat(parts))
+    return torch.stack(out)
 
 
 def main(argv=None) -> int:
@@ -250,20 +269,26 @@ def main(argv=None) -> int:
         say(f"wrote {save_strip(pipe.to_pixels(frames), run_.out / 'forward.png', captions=[frame_caption(t) for t in ts])} "
             "(the forward process on one training image" + (", each frame decoded)" if latent else ")"))
 
+    # latent diffusion: q(z|x) of every training image, computed once (the autoencoder is frozen)
+    moments = latent_moments(latent, data, cfg.flip, device) if latent is not None else None
+
     # ---- training loop: Ho et al. Algorithm 1 ------------------------------------------------
     with run_:
         for step in run_.steps():
             model.train()
             index = batch_indices(step, len(data), cfg.batch_size, cfg.seed, run_.rank, run_.world)
-            x0, y = data.batch(index, flip=cfg.flip)
+            if latent is None:
+                x0, y = data.batch(index, flip=cfg.flip)
+            else:                                 # z_0 = s·z, z ~ q(z | x_0): a fresh draw every step
+                view = (torch.rand(len(index)) < 0.5).long() if cfg.flip else torch.zeros(len(index), dtype=torch.long)
+                mu, logvar = moments[view, index].to(device, non_blocking=True).chunk(2, dim=1)   # (B, c, h, w) each
+                x0, y = latent.draw(mu, logvar), data.labels[index]
             if text:                              # each caption in a phrasing drawn anew (a pure function of the step)
                 words = data.captions(index, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
                 cond = dict(zip(("ids", "mask"), (v.to(device) for v in tokenizer.encode(words))))
             else:
                 cond = {"y": y.to(device, non_blocking=True)} if conditional else {}
             x0 = x0.to(device, non_blocking=True)
-            if latent is not None:                # z_0 = s·z, z ~ q(z | x_0): a fresh draw every step
-                x0 = latent.encode(x0)
             batch = x0.contiguous(memory_format=memory_format), cond
             if cfg.cuda_graphs:                   # a new iteration: the last step's graph outputs are done with
                 torch.compiler.cudagraph_mark_step_begin()

@@ -97,6 +97,29 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
     assert "acts on noisy pixels during sampling" in capsys.readouterr().err
 
 
+def test_every_training_image_is_encoded_once_and_its_mirror_with_flip():
+    """train_ddpm's cache of q(z|x): row i holds μ and log σ² of image i encoded on its own, and
+    with --flip a second view holds those of the image mirrored by hand; a step's draw from the
+    cache has the mean and variance of q(z|x) scaled by s."""
+    from minigen.data import load_dataset
+
+    torch.manual_seed(0)
+    latent = LatentSpace(Autoencoder(preset("tiny")), scale=2.0)
+    data = load_dataset("glyphs", "train", n=12)
+    moments = train_ddpm.latent_moments(latent, data, flip=True, device="cpu", chunk=5)
+    assert moments.shape == (2, len(data), 4, 14, 14)                     # tiny: c = 2, so 2c = 4 channels
+    for i in (0, 7, len(data) - 1):
+        x = data.batch(torch.tensor([i]))[0]
+        mu, logvar = latent.autoencoder.encode(x)
+        mu_m, logvar_m = latent.autoencoder.encode(x.flip(-1))
+        assert torch.allclose(moments[0, i], torch.cat([mu, logvar], 1)[0], atol=1e-5)
+        assert torch.allclose(moments[1, i], torch.cat([mu_m, logvar_m], 1)[0], atol=1e-5)
+    mu, logvar = torch.full((20000, 1), 0.5), torch.full((20000, 1), torch.log(torch.tensor(0.09)).item())
+    z = latent.draw(mu, logvar, torch.Generator().manual_seed(1))
+    assert z.mean().item() == pytest.approx(2.0 * 0.5, abs=0.01)          # s·μ
+    assert z.std().item() == pytest.approx(2.0 * 0.3, abs=0.01)           # s·σ
+
+
 def test_a_missing_or_altered_autoencoder_is_refused_in_one_line(autoencoder, tmp_path, capsys):
     args = ["--preset", "tiny", "--steps", "1", "--batch-size", "8", "--max-images", "16", "--sample-every", "0",
             "--sample-steps", "1"]

@@ -66,9 +66,18 @@ class LatentSpace(nn.Module):
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
         """x (B, C, H, W) in [−1, 1] -> s·z (B, c, H/f, W/f); z drawn from q(z|x), or its mean
         μ(x) when `sample` is False (editing an image: the most likely latent)."""
-        mu, logvar = self.autoencoder.encode(x)
-        z = Autoencoder.sample(mu, logvar, generator) if sample else mu
-        return self.scale * z
+        mu, logvar = self.moments(x)
+        return self.draw(mu, logvar, generator) if sample else self.scale * mu
+
+    @torch.no_grad()
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x)'s parameters: μ(x) and log σ²(x), each (B, c, H/f, W/f). The autoencoder is
+        frozen, so a training set's moments can be computed once and drawn from at every step."""
+        return self.autoencoder.encode(x)
+
+    def draw(self, mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """s·z with z = μ + σ·ε, ε ~ N(0, I): a fresh latent of the same image (B, c, h, w)."""
+        return self.scale * Autoencoder.sample(mu, logvar, generator)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
