@@ -6,11 +6,12 @@ Two trained checkpoints of the same data (a pixel model, and a latent one from t
 --autoencoder). For each, in turns (bench.median_times), so that both see the same machine:
 
     training   one optimizer step as train_ddpm.py takes it, at --batch: the latent model's step
-               includes encoding the batch (z ~ q(z|x), scaled), as it does in training
+               draws z ~ q(z|x) from the batch's μ and log σ², encoded once beforehand, as
+               train_ddpm.py encodes its data set once at the start
     sampling   DDIM --steps with classifier-free guidance 3 at --sample-batch: the latent model's
                includes decoding the result once
 
-and FLOPs per image counted by torch.utils.flop_counter (encoder and decoder included), so the
+and FLOPs per image counted by torch.utils.flop_counter (the decoder included), so the
 speed-up can be read against the arithmetic saved. Prints the Markdown table the README quotes
 and writes it with the numbers as JSON to --out.
 """
@@ -31,15 +32,16 @@ from .bench import median_times
 
 def training_step(pipe, batch: int, generator: torch.Generator):
     """One step of train_ddpm.py's loop on random images of the pipeline's pixel shape, with a
-    copy of its network: encode (latent models), the loss, backward, clipping, AdamW."""
+    copy of its network: a fresh latent draw (latent models), the loss, backward, clipping, AdamW."""
     model = copy.deepcopy(pipe.network).train().requires_grad_(True).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = (torch.rand(batch, *pipe.image_shape, generator=generator) * 2 - 1).to(pipe.device)
     y = torch.randint(0, max(pipe.num_classes, 1), (batch,), generator=generator).to(pipe.device)
     cond = {"y": y} if pipe.num_classes else {}
+    moments = None if pipe.latent is None else pipe.latent.moments(x)     # once, as train_ddpm.py does
 
     def step():
-        x0 = x if pipe.latent is None else pipe.latent.encode(x)             # a fresh z ~ q(z|x) each step
+        x0 = x if moments is None else pipe.latent.draw(*moments)             # a fresh z ~ q(z|x) each step
         loss = pipe.diffusion.loss(model, x0.contiguous(memory_format=torch.channels_last), min_snr_gamma=5.0, **cond)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     C, H, W = pipes["pixel"].image_shape
     lines = [f"{C}x{H}x{W} images, CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads), timed in turns in one "
              f"process: training batch {args.batch}; DDIM {args.steps} steps, guidance 3, batch {args.sample_batch} "
-             "(latent: encode and decode included).", "",
+             "(latent: latents drawn from moments encoded once; decoding included).", "",
              "| model | the U-Net sees | train images/s | train GFLOP/image | sample images/s | sample GFLOP/image |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['network_input']} | {r['train_images_per_s']:.1f} | {r['train_gflop_per_image']:.2f} | "
