@@ -28,6 +28,7 @@ Ctrl-C saves a checkpoint and stops; --resume continues bit for bit (on CPU).
 """
 
 import dataclasses
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ class TrainConfig(DataConfig, RunConfig):
     dropout: float | None = setting(None, "dropout in the U-Net's ResBlocks (default: the preset's, 0.1; 0 trains "
                                           "about 1.1x faster on a CPU, README Performance)",
                                    check=lambda v: None if 0 <= v < 1 else "must be in [0, 1)")
+    attention: str | None = setting(None, "comma-separated feature-map sizes whose U-Net levels get self-attention "
+                                          "(and cross-attention to the text), e.g. 8,4 (default: the preset's, fitted "
+                                          "to the grid)",
+                                   check=lambda v: None if re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", v) else
+                                   "give feature-map sizes separated by commas, e.g. 8,4")
     steps: int = setting(1200, "total optimizer steps of the run (a resumed run stops at the same step)", runtime=True,
                          check=at_least(1))
     batch_size: int = setting(64, "images per step (per process under torchrun)", check=at_least(1))
@@ -160,6 +166,15 @@ def latent_moments(latent: LatentSpace, data, flip: bool, device, chunk: int = 5
     return torch.stack(out)
 
 
+def attention_sizes(flag: str, config) -> tuple[int, ...]:
+    """--attention "8,4" -> (8, 4), each the feature-map size (min of H, W) of one of the U-Net's levels."""
+    levels = [min(config.image_size) // 2**i for i in range(len(config.channel_mults))]
+    sizes = tuple(int(part) for part in flag.split(","))          # the flag's format is checked where it is declared
+    if not set(sizes) <= set(levels):
+        raise MinigenError(f"--attention {flag}: this U-Net's levels are {','.join(map(str, levels))} pixels wide")
+    return sizes
+
+
 def main(argv=None) -> int:
     run_ = Run.from_command_line(TrainConfig, "ddpm", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
@@ -206,6 +221,8 @@ def main(argv=None) -> int:
                        **({"dropout": cfg.dropout} if cfg.dropout is not None else {}))
     # pixels: the preset at the data's size; latents: its levels and attention fitted to the small grid
     model_cfg = fit_grid(model_cfg, (H, W)) if latent is not None else dataclasses.replace(model_cfg, image_size=(H, W))
+    if cfg.attention:
+        model_cfg = dataclasses.replace(model_cfg, attention_resolutions=attention_sizes(cfg.attention, model_cfg))
     tokenizer, clip = None, None
     if text:                            # the text encoder, its tokenizer, and cross-attention in the U-Net
         if run_.state is not None:

@@ -52,6 +52,8 @@ BAD = [
     ("train_ddpm.py", ["--schedule", "bogus"], "--schedule"),
     ("train_ddpm.py", ["--prediction", "noise"], "--prediction"),
     ("train_ddpm.py", ["--preset", "huge"], "--preset"),
+    ("train_ddpm.py", ["--attention", "5"], "--attention"),               # no level of the U-Net is 5 wide
+    ("train_ddpm.py", ["--attention", "7;14"], "--attention"),
     ("train_ddpm.py", ["--device", "bogus"], "--device"),
     ("train_ddpm.py", ["--dataset", "folder:/no/such/folder", "--image-size", "8"], "no such folder"),
     ("train_ddpm.py", ["--cuda-graphs"], "--cuda-graphs"),                 # needs --compile and CUDA
