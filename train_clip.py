@@ -64,6 +64,8 @@ class CLIPTrainConfig(DataConfig, RunConfig):
                                          "so the batch's negatives teach it; default: random batches")
     hard_negatives: bool = setting(False, "add, for every image, its caption with one attribute changed as one more "
                                           "negative (NegCLIP, Yuksekgonul et al. 2023)")
+    ignore_twins: bool = setting(False, "leave out of the loss every pair of batch items whose captions describe the "
+                                        "same facts (a twin is no negative; models/clip.py)")
     eval_every: int = setting(500, "zero-shot accuracy on 1,000 test images every N steps (0: only at the end)",
                               runtime=True, check=non_negative)
     out: str = setting("runs/clip", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
@@ -219,7 +221,9 @@ def main(argv=None) -> int:
             hard = [v.to(device) for v in tokenizer.encode(hard_negatives(train, index, phrasings))] \
                 if cfg.hard_negatives else [None, None]
             logits, hard_logits = net(x.to(device), ids.to(device), mask.to(device), *hard)   # (B, B), (B, B)
-            loss = info_nce(logits, hard_logits)
+            facts = train.facts[index].to(device)                                   # (B, A)
+            twins = (facts[:, None] == facts[None]).all(-1) if cfg.ignore_twins else None   # (B, B)
+            loss = info_nce(logits, hard_logits, twins)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

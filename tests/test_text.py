@@ -35,6 +35,21 @@ def test_hard_negatives_join_each_images_row_only():
     assert info_nce(torch.tensor(L), torch.tensor(hard)).item() == pytest.approx(by_hand, rel=1e-6)
 
 
+def test_a_twin_is_no_negative_in_either_direction():
+    """Images 0 and 2 have the same facts: image 0's row runs over captions 0 and 1 only, caption
+    0's column over images 0 and 1 only, and the same for 2; image 1 keeps all three."""
+    L = [[2.0, 0.5, -1.0], [0.1, 1.5, 0.3], [-0.4, 0.9, 0.7]]
+    keep = [[0, 1], [0, 1, 2], [1, 2]]                                   # what each row (column) may choose from
+    row = lambda i: -math.log(math.exp(L[i][i]) / sum(math.exp(L[i][j]) for j in keep[i]))
+    col = lambda j: -math.log(math.exp(L[j][j]) / sum(math.exp(L[i][j]) for i in keep[j]))
+    by_hand = 0.5 * (sum(map(row, range(3))) / 3 + sum(map(col, range(3))) / 3)
+    facts = torch.tensor([[1, 4], [0, 4], [1, 4]])
+    twins = (facts[:, None] == facts[None]).all(-1)
+    assert info_nce(torch.tensor(L), twins=twins).item() == pytest.approx(by_hand, rel=1e-6)
+    assert info_nce(torch.tensor(L), twins=torch.eye(3, dtype=torch.bool)).item() == pytest.approx(
+        info_nce(torch.tensor(L)).item(), rel=1e-6)                      # nobody's twin but its own: plain InfoNCE
+
+
 def test_a_hard_negative_names_another_value_of_one_attribute():
     import train_clip
     digits = load_dataset("glyphs", n=40)
@@ -159,3 +174,4 @@ def test_train_clip_resumes_bit_exactly_and_reports(tmp_path):
     assert set(report["zero_shot"]) == {"seen", "held_out"} and set(report["recall"]) == {"@1", "@5"}
     assert (tmp_path / "whole" / "similarity.png").is_file()
     assert train_clip.run(train_clip.main, args + ["--flip", "--out", str(tmp_path / "f")]) == 2
+    assert train_clip.run(train_clip.main, args + ["--ignore-twins", "--contrast", "shape", "--out", str(tmp_path / "t")]) == 0

@@ -17,9 +17,12 @@ captions that differ in one word only, so nothing forces the towers to bind ever
 behave like bags of words); captions with one attribute changed ("a small red *square* ...")
 join each image's negatives in the image->text term:
     loss = ½·[CE([I·Tᵀ, I·T_hardᵀ]·exp(log 1/τ), diag) + CE(logitsᵀ, diag)]
-Left out:
-CLIP's [EOS] pooling (a leading [CLS] here, as the ViT), and its soft handling of nothing: a
-batch that holds two images with the same caption counts the twin as a negative.
+Twins: a batch may hold two images whose captions describe the same facts (in a batch of 128
+of captioned-shapes' 720 combinations, drawn in groups of four, some do most of the time; in
+a labelled set's batch most images have one). Counted as negatives, each is taught to be unlike
+its own description; with `twins` those pairs leave both cross-entropies:
+    logits_ij ← −∞ for i ≠ j with the same facts
+Left out: CLIP's [EOS] pooling (a leading [CLS] here, as the ViT).
 """
 
 import math
@@ -91,10 +94,14 @@ class CLIP(nn.Module):
         return logits, hard
 
 
-def info_nce(logits: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(logits: torch.Tensor, hard: torch.Tensor | None = None, twins: torch.Tensor | None = None) -> torch.Tensor:
     """The symmetric contrastive loss of a (B, B) similarity matrix whose matching pairs are on
     its diagonal: the mean of the image->text and text->image cross-entropies; `hard` (B, B'),
-    images against hard-negative captions, adds B' more wrong answers to each image's row."""
+    images against hard-negative captions, adds B' more wrong answers to each image's row;
+    `twins` (B, B) bool marks pairs that describe the same facts: no wrong answers, left out."""
     target = torch.arange(len(logits), device=logits.device)
+    if twins is not None:
+        twins = twins & (target[:, None] != target[None, :])                    # the diagonal stays
+        logits = logits.masked_fill(twins, float("-inf"))
     rows = logits if hard is None else torch.cat([logits, hard], dim=1)         # (B, B + B')
     return 0.5 * (F.cross_entropy(rows, target) + F.cross_entropy(logits.T, target))
