@@ -158,5 +158,15 @@ def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(tmp_path):
     report = json.loads((tmp_path / "p" / "prompts.json").read_text())
     assert set(report["held_out"]["plain"]) == {"clip", "classifier", "images_per_s", "CLIPScore"}
     assert set(report["features_plain"]) == {"FD", "precision", "recall"}
+    shapes = report["seen"]["plain"]["classifier"]["shape_confusion"]                   # 2 prompts, 4 shapes
+    assert len(shapes) == 4 and sum(map(sum, shapes)) == 2
     with pytest.raises(SystemExit):
         prompts.main(evaluate + ["--judge", str(tmp_path / "c" / "last.pt")])                # not an attribute judge
+
+
+def test_the_confusion_counts_each_asked_value_by_what_was_read():
+    from minigen.evaluation.prompts import confusion
+    asked, read = torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 2, 0, 2])
+    assert confusion(read, asked, 3) == [[1, 1, 0],      # a circle read right, one read as a square
+                                         [0, 1, 0],
+                                         [1, 0, 2]]

@@ -53,6 +53,11 @@ def accuracy_by_attribute(predicted: torch.Tensor, truth: torch.Tensor, names: l
     return out
 
 
+def confusion(predicted: torch.Tensor, truth: torch.Tensor, k: int) -> list[list[int]]:
+    """(k, k) counts: row = the value asked for, column = the value the judge read."""
+    return torch.bincount(truth * k + predicted, minlength=k * k).reshape(k, k).tolist()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.prompts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,7 +109,11 @@ def main(argv=None) -> int:
             other[:, 1] = (other[:, 1] + 1) % len(data.captioning.attributes["colour"])
             runs.append(("negative", data.captioning.describe(other, 0)))
         real = data.batch(index)[0]
-        judged = lambda read, x: accuracy_by_attribute(read(x)[:, asked], truth[:, asked], [names[a] for a in asked])
+        def judged(read, x):          # accuracy per attribute, and how the first (shape) was misread
+            predicted = read(x)
+            out = accuracy_by_attribute(predicted[:, asked], truth[:, asked], [names[a] for a in asked])
+            out[f"{names[0]}_confusion"] = confusion(predicted[:, 0], truth[:, 0], len(data.captioning.attributes[names[0]]))
+            return out
         row = {"n": len(index), "judge_on_real": {j: judged(read, real) for j, read in judges.items()}}
         reals.append(real)
         for name, negative in runs:
@@ -127,6 +136,9 @@ def main(argv=None) -> int:
                       + ", ".join(f"{names[a]} {row[name][j][names[a]]:.0%}" for a in asked)
                       + "); the judge on the real images: "
                       f"{row['judge_on_real'][j]['all']:.1%}")
+            if "classifier" in judges:
+                print(f"{split:9s} {name:8s} {names[0]} asked (rows) and read by the classifier (columns), "
+                      f"{', '.join(data.captioning.attributes[names[0]])}: {row[name]['classifier'][f'{names[0]}_confusion']}")
             print(f"{split:9s} {name:8s} {row[name]['images_per_s']:.1f} images/s"
                   + (f", CLIPScore {row[name]['CLIPScore']:.3f}" if "CLIPScore" in row[name] else ""))
         report[split] = row
