@@ -221,8 +221,10 @@ def main(argv=None) -> int:
             hard = [v.to(device) for v in tokenizer.encode(hard_negatives(train, index, phrasings))] \
                 if cfg.hard_negatives else [None, None]
             logits, hard_logits = net(x.to(device), ids.to(device), mask.to(device), *hard)   # (B, B), (B, B)
-            facts = train.facts[index].to(device) if cfg.ignore_twins else None    # (B, A)
-            twins = (facts[:, None] == facts[None]).all(-1) if cfg.ignore_twins else None   # (B, B): same facts
+            twins = None
+            if cfg.ignore_twins:                            # pairs with the same facts are no negatives
+                facts = train.facts[index].to(device)                               # (B, A)
+                twins = (facts[:, None] == facts[None]).all(-1)                     # (B, B)
             loss = info_nce(logits, hard_logits, twins)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
