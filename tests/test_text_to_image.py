@@ -154,8 +154,9 @@ def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(tmp_path):
     assert judge.read_attributes(torch.zeros(3, 3, 32, 32)).shape == (3, 5)
     evaluate = ["--ckpt", str(tmp_path / "t2i" / "last.pt"), "-n", "2", "--steps", "1", "--out", str(tmp_path / "p")]
     assert prompts.main(evaluate + ["--clip", str(tmp_path / "clip" / "last.pt"), "--judge",
-                                    str(tmp_path / "a" / "last.pt")]) == 0
+                                    str(tmp_path / "a" / "last.pt"), "--sampler", "dpm++"]) == 0
     report = json.loads((tmp_path / "p" / "prompts.json").read_text())
+    assert report["args"]["sampler"] == "dpm++"
     assert set(report["held_out"]["plain"]) == {"clip", "classifier", "images_per_s", "CLIPScore"}
     assert set(report["features_plain"]) == {"FD", "precision", "recall"}
     shapes = report["seen"]["plain"]["classifier"]["shape_confusion"]                   # 2 prompts, 4 shapes

@@ -70,21 +70,24 @@ def test_time_conditioned_vit_sees_the_timestep():
     assert torch.equal(plain(x), plain(x, t5))                  # an ordinary ViT ignores t
 
 
-def test_conv_stem_tokens_see_a_little_past_their_patch():
-    """Conv stem, P = 4: two 3x3 stride-2 convolutions, then 1x1. Output token (r, c) reads
-    layer-1 cells 2r−1..2r+1, which read pixels 2(2r−1)−1 .. 2(2r+1)+1 = 4r−3 .. 4r+3 (padding
-    aside): a pixel changes exactly the tokens whose window holds it, in row-major order."""
+@pytest.mark.parametrize("P", [4, 8])
+def test_conv_stem_tokens_see_a_little_past_their_patch(P):
+    """Conv stem: log2(P) 3x3 stride-2 convolutions, then 1x1. A cell r of a stride-2 layer reads
+    cells 2r−1..2r+1 of the layer below, so after one layer token r reads 2r−1..2r+1, after two
+    4r−3..4r+3 (P = 4), after three 8r−7..8r+7 (P = 8): pixels P·r−(P−1) .. P·r+(P−1), padding
+    aside. A pixel changes exactly the tokens whose window holds it, in row-major order."""
     torch.manual_seed(0)
-    model = ViT(preset("tiny", image_channels=3, image_size=(16, 16), patch_size=4, stem="conv"))
-    x = torch.randn(1, 3, 16, 16)
-    y_px, x_px = 5, 12
+    size = 4 * P                                                # a 4x4 grid of tokens
+    model = ViT(preset("tiny", image_channels=3, image_size=(size, size), patch_size=P, stem="conv"))
+    x = torch.randn(1, 3, size, size)
+    y_px, x_px = P + 1, 3 * P                                   # P = 4: (5, 12); P = 8: (9, 24)
     bumped = x.clone()
     bumped[0, :, y_px, x_px] += 1.0
     with torch.no_grad():
         changed = (model.stem(bumped) - model.stem(x)).abs().amax(-1)[0] > 0     # (N,)
-    expected = torch.tensor([4 * r - 3 <= y_px <= 4 * r + 3 and 4 * c - 3 <= x_px <= 4 * c + 3
-                             for r in range(4) for c in range(4)])
-    assert torch.equal(changed, expected)                      # rows 1, 2 x columns 3: tokens 7 and 11
+    reach = lambda r, px: P * r - (P - 1) <= px <= P * r + (P - 1)
+    expected = torch.tensor([reach(r, y_px) and reach(c, x_px) for r in range(4) for c in range(4)])
+    assert torch.equal(changed, expected)                      # rows 1, 2 x column 3: tokens 7 and 11
     assert model(x).shape == (1, model.config.num_classes)
     with pytest.raises(ValueError, match="power of 2"):
         ViT(preset("tiny", image_size=(24, 24), patch_size=6, stem="conv"))

@@ -101,7 +101,8 @@ class ConvStem(nn.Module):
         k = patch_size.bit_length() - 1
         if patch_size < 2 or 2**k != patch_size:
             raise ValueError(f"the conv stem halves the image log2(P) times; patch size {patch_size} is not a power of 2")
-        widths = [channels] + [dim // 2 ** (k - i) for i in range(1, k + 1)]     # e.g. 3 -> 48 -> 96 for P = 4
+        # channels double up to D: P = 4 gives 3 -> 48 -> 96, P = 8 gives 3 -> 24 -> 48 -> 96
+        widths = [channels] + [dim // 2 ** (k - i) for i in range(1, k + 1)]
         layers = []
         for c_in, c_out in zip(widths, widths[1:]):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GELU()]
