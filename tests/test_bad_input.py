@@ -58,6 +58,8 @@ BAD = [
     ("train_ddpm.py", ["--dataset", "folder:/no/such/folder", "--image-size", "8"], "no such folder"),
     ("train_ddpm.py", ["--cuda-graphs"], "--cuda-graphs"),                 # needs --compile and CUDA
     ("train_ddpm.py", ["--cuda-graphs", "--compile"], "--cuda-graphs"),    # CUDA (tests run on a CPU)
+    ("train_ddpm.py", ["--replay", "0"], "--replay"),
+    ("train_ddpm.py", ["--replay", "5"], "--replay"),                   # without --only-classes
     ("train_gan.py", ["--real-label", "5"], "--real-label"),
     ("train_gan.py", ["--real-label", "0"], "--real-label"),
     ("train_gan.py", ["--flip-prob", "-0.1"], "--flip-prob"),

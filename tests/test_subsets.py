@@ -34,6 +34,20 @@ def test_the_config_reads_comma_separated_names_and_limits_only_training():
     assert cfg.select(images(), limit=False).images.flatten().tolist() == [0, 2, 3, 5, 6]
 
 
+def test_replay_adds_the_first_images_of_the_other_classes_to_training_only():
+    """Image i holds the value i; labels 0 1 2 0 1 2 0 (cat dog Bag). Fine-tuning on Bag (images
+    2, 5) with 3 replayed: the first 3 images that are not bags, 0, 1, 3, after the bags."""
+    cfg = DataConfig(only_classes="Bag", replay=3)
+    part = cfg.select(images())
+    assert part.images.flatten().tolist() == [2, 5, 0, 1, 3]
+    assert part.labels.tolist() == [2, 2, 0, 1, 0]
+    assert cfg.select(images(), limit=False).images.flatten().tolist() == [2, 5]     # a test split: bags only
+    both = DataConfig(only_classes="Bag", max_images=1, replay=2, drop_classes="dog")
+    assert both.select(images()).images.flatten().tolist() == [2, 0, 3]              # no dog replayed
+    with pytest.raises(DataError, match="--replay N rehearses"):
+        DataConfig(replay=2).select(images())
+
+
 @pytest.mark.parametrize("kw,message", [
     ({"only": ["horse"]}, "toy has no class 'horse'; its classes: cat, dog, Bag"),
     ({"only": ["dog"], "drop": ["dog"]}, "no images left"),

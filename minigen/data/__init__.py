@@ -57,12 +57,24 @@ class DataConfig:
                                              "still has a row for every class, e.g. to fine-tune on one)")
     drop_classes: str | None = setting(None, "comma-separated class names whose images are left out")
     max_images: int | None = setting(None, "train on the first N images (after the class filters)", check=at_least(1))
+    replay: int | None = setting(None, "with --only-classes: also train on the first N images of the other classes "
+                                       "(rehearsal, so that fine-tuning on new classes does not forget the old)",
+                                 check=at_least(1))
 
     def select(self, images: "ImageSet", limit: bool = True) -> "ImageSet":
-        """The images these settings train on: the class filters, then the first --max-images
-        (unless limit is False: a test split keeps all of its selected classes' images)."""
-        return images.subset(only=_names(self.only_classes), drop=_names(self.drop_classes),
-                             limit=self.max_images if limit else None)
+        """The images these settings train on: the class filters, then the first --max-images,
+        then --replay images of the classes --only-classes leaves out (unless limit is False: a
+        test split keeps all of its selected classes' images and nothing else).
+        Rehearsal (Robins 1995, Catastrophic forgetting, rehearsal and pseudorehearsal): a network
+        trained on new items alone drifts away from the old ones; a few old items kept among the
+        new ones hold it to them."""
+        only, drop = _names(self.only_classes), _names(self.drop_classes)
+        chosen = images.subset(only=only, drop=drop, limit=self.max_images if limit else None)
+        if not (limit and self.replay):
+            return chosen
+        if only is None:
+            raise DataError("--replay N rehearses the classes that --only-classes leaves out: give --only-classes")
+        return chosen.joined(images.subset(drop=only + (drop or []), limit=self.replay))
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -133,6 +145,12 @@ class ImageSet:
             raise DataError(f"{self.name}: no images left after the class filters")
         return ImageSet(self.name, self.images[chosen], self.labels[chosen], self.classes,
                         None if self.attributes is None else self.attributes[chosen], self.captioning)
+
+    def joined(self, other: "ImageSet") -> "ImageSet":
+        """This set's images followed by `other`'s (a part of the same data set: same classes)."""
+        cat = lambda a, b: None if a is None else torch.cat([a, b])
+        return ImageSet(self.name, cat(self.images, other.images), cat(self.labels, other.labels), self.classes,
+                        cat(self.attributes, other.attributes), self.captioning)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return to_float(self.images[i]), self.labels[i]
