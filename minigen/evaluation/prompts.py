@@ -6,9 +6,9 @@
 Prompts are the captions (phrasing 0) of test images of captioned-shapes: --n of combinations
 seen in training and --n of the held-out ones (every green triangle, ...). One sample per
 prompt, --sampler (DDIM) in --steps with classifier-free guidance --guidance. The CLIP reads
-each sample's attributes zero-shot (metrics.zero_shot_attributes: every combination's caption, the most
-probable value of each attribute); a sample is right when every attribute it was prompted
-with is read back. The second judge (--judge) is an attribute classifier trained on the real
+each sample's attributes zero-shot (metrics.zero_shot_attributes: every combination's caption,
+the most probable value of each attribute); a sample is right when every attribute it was
+prompted with is read back. The second judge (--judge) is an attribute classifier trained on the real
 images alone (train_vit.py --attributes): one softmax per attribute, no text, no CLIP. Each
 judge on the real test images behind the prompts is its own ceiling, shown beside. With
 --judge, also the Fréchet distance, precision and recall of all the samples against those real
