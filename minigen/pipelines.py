@@ -15,7 +15,9 @@ frozen autoencoder and its scale, embedded in the checkpoint): the sampler works
     x = pipe.to_pixels(SamplerConfig(...).sample(pipe.denoiser(), pipe.noise(16)))   # (16, C, H, W)
 
 and `to_pixels` / `to_latent` are the identity for a pixel model, so callers write one path.
-A text encoder and tokenizer would be more fields here.
+A text-conditional model (train_ldm.py --condition text) also carries its tokenizer:
+`pipe.prompts(texts)` gives the network's keyword arguments for prompts, as `pipe.condition(labels)`
+does for classes.
 """
 
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig, SamplerConfig
+from .diffusion.guidance import sigma_interval_timesteps
 from .diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from .diffusion.latent import LatentSpace
 from .errors import CheckpointError, MinigenError
@@ -65,7 +68,7 @@ class DiffusionPipeline(Pipeline):
     classes: list[str] = field(default_factory=list)
     step: int = 0                       # training steps behind these weights
     data: dict = field(default_factory=dict)         # the training run's data settings (dataset, size, ...)
-    distilled_steps: int | None = None  # a distilled student: the DDIM steps it was trained to take (distil.py)
+    distilled_steps: int | None = None  # a distilled student: the DDIM steps it was trained to take (distill.py)
     latent: LatentSpace | None = None   # latent diffusion: the network denoises s·z, z = E(x) (diffusion/latent.py)
     tokenizer: Tokenizer | None = None  # a text-conditional model (models/text_to_image.py): its prompts' words
     kind = "ddpm"
@@ -74,7 +77,7 @@ class DiffusionPipeline(Pipeline):
         """The network's keyword arguments for these prompts (a text-conditional model). A word
         the tokenizer never saw is refused in one line naming it: the model knows nothing of it."""
         if self.tokenizer is None:
-            raise MinigenError("this model is not text-conditional (train_ddpm.py --condition text makes one)")
+            raise MinigenError("this model is not text-conditional (train_ldm.py --condition text makes one)")
         ids, mask = self.tokenizer.encode_known(texts)
         return {"ids": ids.to(self.device), "mask": mask.to(self.device)}
 
@@ -121,11 +124,7 @@ class DiffusionPipeline(Pipeline):
         φ = `rescale` (Lin et al. 2024)."""
         network = self.network if network is None else network
         if (self.num_classes or self.tokenizer is not None) and (guidance != 1.0 or negative is not None):
-            interval = None
-            if sigma_interval is not None:
-                sigma = self.diffusion.sigma.cpu()                                                  # rises with t
-                inside = ((sigma > sigma_interval[0]) & (sigma <= sigma_interval[1])).nonzero().flatten()
-                interval = (int(inside[0]), int(inside[-1])) if len(inside) else (1, 0)             # (1, 0): never
+            interval = None if sigma_interval is None else sigma_interval_timesteps(self.diffusion, *sigma_interval)
             network = ClassifierFreeGuidance(network, guidance, negative, interval, rescale)
         return Denoiser(self.diffusion, network)
 

@@ -32,19 +32,55 @@ def test_posterior_from_bayes_rule_equals_mu_tilde_and_beta_tilde(name):
     mean = (√α_t·x_t/β_t + √ᾱ_{t−1}·x_0/(1 − ᾱ_{t−1})) / precision."""
     d = Diffusion(make_betas(name, 1000))
     g = torch.Generator().manual_seed(0)
-    t = torch.arange(1, 1000, 37)
-    x0 = torch.randn(len(t), 1, 2, 2, generator=g, dtype=torch.float64)
-    x_t = torch.randn(len(t), 1, 2, 2, generator=g, dtype=torch.float64)
-    mean, var = d.q_posterior(x0, x_t, t)
-    a, b = (1 - d.betas[t]).view(-1, 1, 1, 1), d.betas[t].view(-1, 1, 1, 1)
-    ab_prev = torch.cumprod(1 - d.betas, 0)[t - 1].view(-1, 1, 1, 1)
-    precision = a / b + 1 / (1 - ab_prev)
-    expected_mean = (a.sqrt() * x_t / b + ab_prev.sqrt() * x0 / (1 - ab_prev)) / precision
-    assert torch.allclose(mean, expected_mean, rtol=1e-9, atol=1e-12)
-    assert torch.allclose(var, (1 / precision).expand_as(var), rtol=1e-9)
+    for t in range(1, 1000, 37):
+        x0 = torch.randn(2, 1, 2, 2, generator=g, dtype=torch.float64)
+        x_t = torch.randn(2, 1, 2, 2, generator=g, dtype=torch.float64)
+        mean, var = d.q_posterior(x0, x_t, t, t - 1)
+        a, b = 1 - d.betas[t].item(), d.betas[t].item()
+        ab_prev = torch.cumprod(1 - d.betas, 0)[t - 1].item()
+        precision = a / b + 1 / (1 - ab_prev)
+        expected_mean = (a**0.5 * x_t / b + ab_prev**0.5 * x0 / (1 - ab_prev)) / precision
+        assert torch.allclose(mean, expected_mean, rtol=1e-9, atol=1e-12)
+        assert var == pytest.approx(1 / precision, rel=1e-9)
     # At t = 0 the posterior is a point mass on x_0.
-    mean0, var0 = d.q_posterior(x0[:1], x_t[:1], torch.tensor([0]))
-    assert torch.allclose(mean0, x0[:1]) and var0.item() == 0
+    mean0, var0 = d.q_posterior(x0, x_t, 0, -1)
+    assert torch.allclose(mean0, x0) and var0 == 0
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_ddpm_step_in_the_papers_eps_form_equals_the_posterior_form(name):
+    """Ho et al. Algorithm 2: x_{t−1} = 1/√α_t·(x_t − β_t/√(1 − ᾱ_t)·ε̂) + σ_t·z, the same step as
+    the posterior q(x_{t−1} | x_t, x̂_0) with x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t (Eq. 15 into Eq. 7),
+    on consecutive steps and on a respaced chain (t -> t − 50)."""
+    d = Diffusion(make_betas(name, 1000))
+    g = torch.Generator().manual_seed(5)
+    for t, t_prev in ((1, 0), (10, 9), (500, 499), (999, 998), (600, 550), (999, 949)):
+        x_t = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+        eps = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+        ab = torch.cumprod(1 - d.betas, 0)[t].item()
+        x0_hat = (x_t - (1 - ab) ** 0.5 * eps) / ab**0.5
+        mean, std = d.ddpm_step(x_t, x0_hat, t, t_prev)
+        mean_eps, std_eps = d.ddpm_step_eps(x_t, eps, t, t_prev)
+        assert torch.allclose(mean_eps, mean, rtol=1e-9, atol=1e-9)
+        assert std_eps == pytest.approx(std, rel=1e-12)
+        if t_prev == t - 1:                                  # the paper's own coefficients, from β_t
+            beta = d.betas[t].item()
+            paper = (x_t - beta / (1 - ab) ** 0.5 * eps) / (1 - beta) ** 0.5
+            assert torch.allclose(mean_eps, paper, rtol=1e-9, atol=1e-9)
+
+
+def test_ddim_step_up_inverts_the_ddim_step_for_a_fixed_eps():
+    """x_t -> ddim_step(x̂_0(x_t, ε̂), ε̂, t, s) -> ddim_step_up(·, ε̂, s, t) returns x_t: the inversion's
+    climb is the DDIM step solved for its start (Song et al. Eq. 12 with η = 0)."""
+    d = Diffusion(make_betas("cosine", 1000))
+    g = torch.Generator().manual_seed(6)
+    x_t = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    for t, s in ((700, 650), (300, 100), (50, -1)):
+        ab = torch.cumprod(1 - d.betas, 0)[t].item()
+        x_s, _ = d.ddim_step((x_t - (1 - ab) ** 0.5 * eps) / ab**0.5, eps, t, s)
+        if s >= 0:
+            assert torch.allclose(d.ddim_step_up(x_s, eps, s, t), x_t, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
@@ -80,13 +116,15 @@ def test_ddim_eta1_on_consecutive_steps_is_the_ddpm_posterior(name):
         x_t = torch.randn(2, 1, 3, 3, generator=g, dtype=torch.float64)
         bt = torch.full((2,), t)
         mean, std = d.ddim_step(x0, d.eps_from_x0(x_t, bt, x0), t, t - 1, eta=1.0)
-        post_mean, post_var = d.q_posterior(x0, x_t, bt)
-        assert std**2 == pytest.approx(d.posterior_variance[t].item(), rel=1e-9)
+        post_mean, post_var = d.q_posterior(x0, x_t, t, t - 1)
+        ab, ab_prev = torch.cumprod(1 - d.betas, 0)[t].item(), torch.cumprod(1 - d.betas, 0)[t - 1].item()
+        beta_tilde = (1 - ab_prev) / (1 - ab) * d.betas[t].item()                   # Ho et al. Eq. 7
+        assert std**2 == pytest.approx(beta_tilde, rel=1e-9) and post_var == pytest.approx(beta_tilde, rel=1e-9)
         assert torch.allclose(mean, post_mean, rtol=1e-9, atol=1e-12)
         # DDPM's respaced step with every step visited is the same posterior.
         ddpm_mean, ddpm_std = d.ddpm_step(x_t, x0, t, t - 1)
         assert torch.allclose(ddpm_mean, post_mean, rtol=1e-9, atol=1e-12)
-        assert ddpm_std**2 == pytest.approx(d.posterior_variance[t].item(), rel=1e-9)
+        assert ddpm_std**2 == pytest.approx(beta_tilde, rel=1e-9)
         _, large_std = d.ddpm_step(x_t, x0, t, t - 1, variance="large")
         assert large_std**2 == pytest.approx(d.betas[t].item(), rel=1e-9)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from minigen.diffusion import Denoiser, Diffusion, SamplerConfig
-from minigen.diffusion.distillation import (alpha_sigma, consistency_loss, ddim_to, distillation_target, progressive_loss,
+from minigen.diffusion.distillation import (consistency_loss, distillation_target, progressive_loss,
                                             student_steps, teacher_two_steps)
 from minigen.diffusion.schedules import make_betas
 from tests.test_samplers_analytic import SHAPE, analytic_model
@@ -29,7 +29,7 @@ def test_the_student_grid_is_every_other_point_of_the_teachers():
     assert t.tolist() == d.timesteps(4).tolist() == [999, 749, 499, 249]
     assert t_mid.tolist() == d.timesteps(8).tolist()[1::2] == [874, 624, 374, 124]
     assert t_end.tolist() == [749, 499, 249, -1]
-    a, s = alpha_sigma(d, torch.tensor([-1, 0]), torch.zeros(2, 1, dtype=torch.float64))
+    a, s = d.alpha_sigma(torch.tensor([-1, 0]), torch.zeros(2, 1, dtype=torch.float64))
     assert a[0].item() == 1.0 and s[0].item() == 0.0 and math.isclose(a[1].item() ** 2, d.alpha_bar[0].item())
 
 
@@ -41,8 +41,8 @@ def exact_student(teacher, d: Diffusion, N: int):
     def student(z, t):
         i = (t_all[None, :] == t[:, None]).int().argmax(1)
         z_end = teacher_two_steps(teacher, d, z, t, mid_all[i], end_all[i], clip=False)
-        a_t, s_t = alpha_sigma(d, t, z)
-        a_end, s_end = alpha_sigma(d, end_all[i], z)
+        a_t, s_t = d.alpha_sigma(t, z)
+        a_end, s_end = d.alpha_sigma(end_all[i], z)
         x_target = distillation_target(z, z_end, a_t, s_t, a_end, s_end)
         return (a_t * z - x_target) / s_t
     return student
@@ -66,12 +66,12 @@ def test_an_exact_student_of_an_analytic_teacher_reproduces_the_teachers_two_ste
 
 
 def test_a_ddim_step_lands_where_its_formula_says():
-    """ddim_to against the DDIM step of process.py (Song et al. Eq. 12, η = 0)."""
+    """ddim_step_to (a timestep per image) against the DDIM step of process.py (Song et al. Eq. 12, η = 0)."""
     d = Diffusion(make_betas("linear", 1000))
     z, x0 = torch.randn(3, 1, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, dtype=torch.float64)
     eps = (z - d.alpha_bar_at(600) ** 0.5 * x0) / (1 - d.alpha_bar_at(600)) ** 0.5
     mean, _ = d.ddim_step(x0, eps, 600, 300)
-    assert torch.allclose(ddim_to(d, z, x0, torch.full((3,), 600), torch.full((3,), 300)), mean, atol=1e-12)
+    assert torch.allclose(d.ddim_step_to(z, x0, torch.full((3,), 600), torch.full((3,), 300)), mean, atol=1e-12)
 
 
 def test_a_tiny_distillation_resumes_bit_exactly_and_samples_through_sample_py(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_the_consistency_function_of_the_teachers_own_solver_has_zero_loss():
                 continue
             x0 = SamplerConfig("ddim", clip_x0=False).sample(Denoiser(d, teacher), x[rows], grid[grid.index(level):],
                                                              progress=False)
-            a, s = alpha_sigma(d, t[rows], x[rows])
+            a, s = d.alpha_sigma(t[rows], x[rows])
             out[rows] = (a * x[rows] - x0) / s
         return out
 

@@ -9,7 +9,7 @@ Papers:
 Progressive distillation: a student learns to take in one DDIM step what its teacher takes in two.
 
 With α_t = √ᾱ_t and σ_t = √(1 − ᾱ_t), one deterministic DDIM step from z_t to time s is
-    z_s = α_s·x̂ + σ_s·(z_t − α_t·x̂)/σ_t                       (Song et al. 2021, Eq. 12, η = 0)
+    z_s = α_s·x̂ + σ_s·(z_t − α_t·x̂)/σ_t       (Song et al. 2021, Eq. 12, η = 0; process.ddim_step_to)
 The teacher takes two such steps, t -> t' -> t'', and lands on z_t''. The student must land on
 the same point in one step from z_t, so its x̂ must solve z_t'' = α_t''·x̃ + (σ_t''/σ_t)(z_t − α_t·x̃):
     x̃ = (z_t'' − (σ_t''/σ_t)·z_t) / (α_t'' − (σ_t''/σ_t)·α_t)       (Algorithm 2, the target)
@@ -26,25 +26,6 @@ Timesteps here are tensors (one per image), with t = −1 meaning clean data (�
 import torch
 
 from .process import Diffusion
-
-
-def alpha_sigma(diffusion: Diffusion, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) for timesteps t (B,), −1 meaning clean data (1, 0), shaped
-    to broadcast against x."""
-    clean = t < 0
-    t = t.clamp(min=0)
-    alpha = torch.where(clean, 1.0, diffusion.sqrt_alpha_bar.to(t.device)[t])
-    sigma = torch.where(clean, 0.0, diffusion.sqrt_one_minus_alpha_bar.to(t.device)[t])
-    shape = (-1, *([1] * (x.dim() - 1)))
-    return alpha.to(x.dtype).reshape(shape), sigma.to(x.dtype).reshape(shape)
-
-
-def ddim_to(diffusion: Diffusion, z_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step from z_t at t to time s with the prediction x̂_0:
-    z_s = α_s·x̂_0 + σ_s·(z_t − α_t·x̂_0)/σ_t."""
-    a_t, s_t = alpha_sigma(diffusion, t, z_t)
-    a_s, s_s = alpha_sigma(diffusion, s, z_t)
-    return a_s * x0 + s_s * (z_t - a_t * x0) / s_t
 
 
 def distillation_target(z_t, z_end, alpha_t, sigma_t, alpha_end, sigma_end):
@@ -68,8 +49,8 @@ def teacher_two_steps(teacher, diffusion: Diffusion, z_t, t, t_mid, t_end, clip:
         out = teacher(z, at, **cond)
         x = diffusion.x0_eps_from_output(out, z, at)[0]
         return x.clamp(-1, 1) if clip else x
-    z_mid = ddim_to(diffusion, z_t, x0(z_t, t), t, t_mid)
-    return ddim_to(diffusion, z_mid, x0(z_mid, t_mid), t_mid, t_end)
+    z_mid = diffusion.ddim_step_to(z_t, x0(z_t, t), t, t_mid)
+    return diffusion.ddim_step_to(z_mid, x0(z_mid, t_mid), t_mid, t_end)
 
 
 def progressive_loss(student, teacher, diffusion: Diffusion, x0: torch.Tensor, N: int,
@@ -81,11 +62,11 @@ def progressive_loss(student, teacher, diffusion: Diffusion, x0: torch.Tensor, N
     t_all, mid_all, end_all = student_steps(diffusion, N, x0.device)
     i = torch.randint(0, N, (B,), device=x0.device)
     t, t_mid, t_end = t_all[i], mid_all[i], end_all[i]
-    a_t, s_t = alpha_sigma(diffusion, t, x0)
+    a_t, s_t = diffusion.alpha_sigma(t, x0)
     z_t = a_t * x0 + s_t * torch.randn_like(x0)                           # q(z_t | x_0)
     with torch.no_grad():
         z_end = teacher_two_steps(teacher, diffusion, z_t, t, t_mid, t_end, clip, **cond)
-        a_end, s_end = alpha_sigma(diffusion, t_end, x0)
+        a_end, s_end = diffusion.alpha_sigma(t_end, x0)
         target = distillation_target(z_t, z_end, a_t, s_t, a_end, s_end)   # x̃
     x_student = diffusion.x0_eps_from_output(student(z_t, t, **cond), z_t, t)[0]
     weight = (a_t / s_t).pow(2).clamp(min=1).reshape(-1)                   # max(SNR_t, 1)
@@ -115,7 +96,7 @@ def consistency_loss(student, target, teacher, diffusion: Diffusion, x0: torch.T
     grid = torch.cat([diffusion.timesteps(N, "trailing"), torch.tensor([-1])]).to(x0.device)
     n = torch.randint(0, N, (x0.shape[0],), device=x0.device)
     t, t_next = grid[n], grid[n + 1]
-    a_t, s_t = alpha_sigma(diffusion, t, x0)
+    a_t, s_t = diffusion.alpha_sigma(t, x0)
     x_t = a_t * x0 + s_t * torch.randn_like(x0)                           # q(x_{t_n} | x_0)
 
     def f(network, x, at):                                                # the consistency function: x̂_0
@@ -123,7 +104,7 @@ def consistency_loss(student, target, teacher, diffusion: Diffusion, x0: torch.T
         return x0_hat.clamp(-1, 1) if clip else x0_hat
 
     with torch.no_grad():
-        x_next = ddim_to(diffusion, x_t, f(teacher, x_t, t), t, t_next)   # one step of the teacher's ODE solver
+        x_next = diffusion.ddim_step_to(x_t, f(teacher, x_t, t), t, t_next)   # one step of the teacher's ODE solver
         clean = (t_next < 0).reshape(-1, *([1] * (x0.dim() - 1)))
         goal = torch.where(clean, x_next, f(target, x_next, t_next))      # boundary: f(x, clean) = x
     return (f(student, x_t, t).float() - goal.float()).pow(2).flatten(1).mean(1).mean()

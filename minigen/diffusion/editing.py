@@ -86,9 +86,8 @@ def ddim_invert(denoiser, x0: torch.Tensor, timesteps: list[int], *, cond: dict 
     """Run deterministic DDIM (η = 0) backwards, x_0 -> x_T, over the descending `timesteps` a
     sampler would visit.
 
-    Each DDIM step s <- t is x_s = √(ᾱ_s/ᾱ_t)·x_t + (√(1−ᾱ_s) − √(ᾱ_s/ᾱ_t)·√(1−ᾱ_t))·ε̂(x_t, t),
-    so, solved for x_t:
-        x_t = √(ᾱ_t/ᾱ_s)·(x_s − (√(1−ᾱ_s) − √(ᾱ_s/ᾱ_t)·√(1−ᾱ_t))·ε̂(x_t, t))
+    Each step climbs from s to t by the DDIM step solved for its start (process.ddim_step_up),
+        x_t = √(ᾱ_t/ᾱ_s)·(x_s − c·ε̂(x_t, t)),   c = √(1−ᾱ_s) − √(ᾱ_s/ᾱ_t)·√(1−ᾱ_t);
     ε̂(x_t, t) needs the unknown x_t; the usual inversion (Song et al. §4.3, Dhariwal & Nichol
     2021 App. F) evaluates it at x_s instead. `refine` extra fixed-point iterations re-evaluate
     ε̂ at the current estimate of x_t, which makes the inversion exact where they converge.
@@ -97,12 +96,9 @@ def ddim_invert(denoiser, x0: torch.Tensor, timesteps: list[int], *, cond: dict 
     levels = [-1] + list(reversed(timesteps))                             # ascending, from clean data
     x = x0
     for s, t in progress_bar(list(zip(levels[:-1], levels[1:])), desc="ddim inversion", disable=not progress, leave=False):
-        ab_t, ab_s = diffusion.alpha_bar_at(t), diffusion.alpha_bar_at(s)
-        c = (1 - ab_s) ** 0.5 - (ab_s / ab_t) ** 0.5 * (1 - ab_t) ** 0.5
         x_t = x
         for _ in range(1 + refine):
-            eps = denoiser(x_t, t, **cond).eps
-            x_t = (ab_t / ab_s) ** 0.5 * (x - c * eps)
+            x_t = diffusion.ddim_step_up(x, denoiser(x_t, t, **cond).eps, s, t)
         x = x_t
     return x
 

@@ -12,7 +12,7 @@ Papers:
 
 A denoiser is called as `denoiser(x_t, t, **cond)` with one timestep t for the whole batch and
 returns `Denoised(x_t, x0, eps)`: its estimates x̂_0 and ε̂ for the point x_t. What the network
-is conditioned on (`**cond`: a class label today) passes through untouched; only the network
+is conditioned on (`**cond`: a class label, or a prompt's token ids and padding mask) passes through untouched; only the network
 and classifier-free guidance, which asks the network for its null condition, look into it.
 
     Denoiser(diffusion, network)           the network, whatever it predicts (ε, x_0 or v)
@@ -59,7 +59,8 @@ class ClassifierFreeGuidance:
 
     With `interval` = (t_low, t_high), guidance applies only at those timesteps and w = 1 (the
     conditional model alone) elsewhere (Kynkäänniemi et al. 2024: guidance at high noise costs
-    diversity, at low noise it does little).
+    diversity, at low noise it does little); `sigma_interval_timesteps` turns their σ interval
+    into it.
 
     With `rescale` = φ > 0, the guided output is brought back to the conditional output's
     standard deviation (over each image) and mixed with it (Lin et al. 2024, Eq. 15-16):
@@ -87,6 +88,15 @@ class ClassifierFreeGuidance:
             rescaled = guided * cond_out.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
             guided = self.rescale * rescaled + (1 - self.rescale) * guided
         return guided
+
+
+def sigma_interval_timesteps(diffusion: Diffusion, low: float, high: float) -> tuple[int, int]:
+    """The timesteps (t_low, t_high) whose noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) lies in (low, high]
+    (Kynkäänniemi et al. 2024 give their interval in σ); σ_t rises with t, so they are one run.
+    (1, 0), an empty range, when no timestep's σ is inside."""
+    sigma = diffusion.sigma.cpu()                                          # (T,)
+    inside = ((sigma > low) & (sigma <= high)).nonzero().flatten()
+    return (int(inside[0]), int(inside[-1])) if len(inside) else (1, 0)
 
 
 class LossGuidance:

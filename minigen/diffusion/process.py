@@ -38,15 +38,19 @@ class DiffusionConfig:
 class Diffusion:
     """The schedule tables, the forward process q, the loss, and the reverse steps.
 
+    ᾱ is read in two ways, one per kind of caller:
+      - training and distillation have a timestep per image, a tensor t (B,): `_at(table, t, x)`
+        gathers the tables on the device and casts to the images' dtype, so no value ever travels
+        to the host (a GPU never waits, and torch.compile sees one graph); `alpha_sigma` adds
+        t = −1 (clean data);
+      - a sampler step has one t for the whole batch: `alpha_bar_at(t)` is a Python float
+        (float64), read from a host copy of ᾱ made once.
     All tables are float64 tensors of shape (T,), made on the CPU and moved once to the model's
-    device with `to(device)`; `_at` gathers the entries for a batch of timesteps there and
-    casts them to the images' dtype, so no value ever travels to the host (a GPU never waits,
-    and torch.compile sees one graph). A sampler step has one t for the whole batch, so its
-    coefficients are Python floats (float64), read from a host copy of ᾱ made once.
+    device with `to(device)`.
     """
 
-    TABLES = ("betas", "alphas", "alpha_bar", "alpha_bar_prev", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar",
-              "posterior_variance", "posterior_mean_coef1", "posterior_mean_coef2", "snr", "sigma")
+    TABLES = ("betas", "alphas", "alpha_bar", "alpha_bar_prev", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "snr",
+              "sigma")
 
     def __init__(self, betas: torch.Tensor, prediction: str = "eps"):
         if prediction not in PREDICTIONS:
@@ -63,10 +67,6 @@ class Diffusion:
         self.alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bar[:-1]])  # ᾱ_{t−1}, ᾱ_{−1} = 1
         self.sqrt_alpha_bar = self.alpha_bar.sqrt()
         self.sqrt_one_minus_alpha_bar = (1 - self.alpha_bar).sqrt()
-        # Posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)                          (Ho et al. Eqs. 6-7)
-        self.posterior_variance = betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)   # β̃_t
-        self.posterior_mean_coef1 = betas * self.alpha_bar_prev.sqrt() / (1 - self.alpha_bar)             # of x_0
-        self.posterior_mean_coef2 = (1 - self.alpha_bar_prev) * self.alphas.sqrt() / (1 - self.alpha_bar)  # of x_t
         self.snr = self.alpha_bar / (1 - self.alpha_bar)                     # SNR(t) = ᾱ_t / (1 − ᾱ_t)
         self.sigma = self.snr.rsqrt()      # σ_t = √((1 − ᾱ_t)/ᾱ_t): the noise level of x_t/√ᾱ_t (Karras et al. 2022)
         self._alpha_bar_host = self.alpha_bar.tolist()                       # Python floats, for the samplers
@@ -99,6 +99,16 @@ class Diffusion:
         """ᾱ_t for one timestep, with ᾱ_{−1} = 1 (clean data), as a Python float (float64)."""
         return 1.0 if t < 0 else self._alpha_bar_host[t]
 
+    def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) for a timestep per image, t (B,), with t = −1 meaning clean
+        data (1, 0), shaped (B, 1, 1, ...) to broadcast against x."""
+        clean = t < 0
+        t = t.clamp(min=0)
+        alpha = torch.where(clean, 1.0, self.sqrt_alpha_bar.to(t.device)[t])
+        sigma = torch.where(clean, 0.0, self.sqrt_one_minus_alpha_bar.to(t.device)[t])
+        shape = (-1, *([1] * (x.dim() - 1)))
+        return alpha.to(x.dtype).reshape(shape), sigma.to(x.dtype).reshape(shape)
+
     def batch_t(self, t: int, x: torch.Tensor) -> torch.Tensor:
         """One timestep t for every image of the batch x: (B,) long, on x's device."""
         return torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
@@ -110,12 +120,6 @@ class Diffusion:
         x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε                                       (Ho et al. Eq. 4)"""
         noise = torch.randn_like(x0) if noise is None else noise
         return self._at(self.sqrt_alpha_bar, t, x0) * x0 + self._at(self.sqrt_one_minus_alpha_bar, t, x0) * noise
-
-    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance of q(x_{t−1} | x_t, x_0):
-        μ̃_t = β_t√ᾱ_{t−1}/(1 − ᾱ_t)·x_0 + (1 − ᾱ_{t−1})√α_t/(1 − ᾱ_t)·x_t,  β̃_t  (Ho et al. Eq. 7)"""
-        mean = self._at(self.posterior_mean_coef1, t, x_t) * x0 + self._at(self.posterior_mean_coef2, t, x_t) * x_t
-        return mean, self._at(self.posterior_variance, t, x_t)
 
     def forward_strip(self, x0: torch.Tensor, frames: int = 10,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[int]]:
@@ -198,20 +202,43 @@ class Diffusion:
             raise ValueError(f"spacing must be one of {SPACINGS}, not {spacing!r}")
         return ts.flip(0)
 
-    # ---- one reverse step: the mean and standard deviation of p(x_{t_prev} | x_t) -------------
+    # ---- the reverse steps: every one a sampler takes, in one notation -------------------------
+    #
+    # Each has one timestep t for the whole batch and goes to t_prev < t (t_prev = −1: clean data),
+    # with ᾱ = alpha_bar_at(t) and ᾱ_prev = alpha_bar_at(t_prev) as Python floats; each returns
+    # the mean and the standard deviation of p(x_{t_prev} | x_t), and the loop adds σ·z.
 
-    def ddpm_step(self, x_t, x0_pred, t: int, t_prev: int, variance: str = "small") -> tuple[torch.Tensor, float]:
-        """Mean and standard deviation of p(x_{t_prev} | x_t), the posterior q(x_{t_prev} | x_t, x̂_0)
-        of the chain respaced to the visited timesteps (Nichol & Dhariwal 2021, §4):
+    def q_posterior(self, x0, x_t, t: int, t_prev: int) -> tuple[torch.Tensor, float]:
+        """Mean and variance of the posterior q(x_{t_prev} | x_t, x_0) of the chain respaced to the
+        visited timesteps (Nichol & Dhariwal 2021, §4):
             β'_t = 1 − ᾱ_t/ᾱ_{t_prev},  α'_t = 1 − β'_t
-            μ = β'_t√ᾱ_{t_prev}/(1 − ᾱ_t)·x̂_0 + (1 − ᾱ_{t_prev})√α'_t/(1 − ᾱ_t)·x_t   (Ho et al. Eq. 7)
-            σ² = β̃'_t = β'_t(1 − ᾱ_{t_prev})/(1 − ᾱ_t)  ("small")  or  β'_t  ("large")  (Ho et al. §3.2)
-        With every step visited (t_prev = t − 1) these are exactly μ̃_t and β̃_t."""
+            μ̃ = β'_t√ᾱ_{t_prev}/(1 − ᾱ_t)·x_0 + (1 − ᾱ_{t_prev})√α'_t/(1 − ᾱ_t)·x_t     (Ho et al. Eq. 7)
+            β̃' = β'_t(1 − ᾱ_{t_prev})/(1 − ᾱ_t)                                        (Ho et al. Eq. 7)
+        With every step visited (t_prev = t − 1) β' = β_t and these are Ho et al.'s μ̃_t and β̃_t."""
         ab, ab_prev = self.alpha_bar_at(t), self.alpha_bar_at(t_prev)
         beta = 1 - ab / ab_prev
-        mean = (beta * ab_prev**0.5 / (1 - ab)) * x0_pred + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x_t
-        var = beta * (1 - ab_prev) / (1 - ab) if variance == "small" else beta
+        mean = (beta * ab_prev**0.5 / (1 - ab)) * x0 + ((1 - ab_prev) * (1 - beta) ** 0.5 / (1 - ab)) * x_t
+        return mean, beta * (1 - ab_prev) / (1 - ab)
+
+    def ddpm_step(self, x_t, x0_pred, t: int, t_prev: int, variance: str = "small") -> tuple[torch.Tensor, float]:
+        """Ancestral DDPM: p(x_{t_prev} | x_t) = q(x_{t_prev} | x_t, x̂_0), the posterior with the
+        network's x̂_0 in place of x_0; σ² = β̃' ("small") or β' = 1 − ᾱ_t/ᾱ_{t_prev} ("large")
+        (Ho et al. §3.2: both give similar samples). `ddpm_step_eps` is the same step in the
+        paper's ε-form."""
+        mean, var = self.q_posterior(x0_pred, x_t, t, t_prev)
+        if variance != "small":
+            var = 1 - self.alpha_bar_at(t) / self.alpha_bar_at(t_prev)
         return mean, var**0.5
+
+    def ddpm_step_eps(self, x_t, eps_pred, t: int, t_prev: int) -> tuple[torch.Tensor, float]:
+        """The textbook DDPM step, in ε (Ho et al. Algorithm 2, line 4), respaced as above:
+            x_{t_prev} = 1/√α'_t·(x_t − β'_t/√(1 − ᾱ_t)·ε̂) + σ·z,   σ² = β̃'
+        It equals `ddpm_step` with x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t (tests/test_diffusion_identities.py);
+        the sampler uses the x̂_0 form, since thresholding and guidance act on x̂_0."""
+        ab, ab_prev = self.alpha_bar_at(t), self.alpha_bar_at(t_prev)
+        beta = 1 - ab / ab_prev
+        mean = (x_t - beta / (1 - ab) ** 0.5 * eps_pred) / (1 - beta) ** 0.5
+        return mean, (beta * (1 - ab_prev) / (1 - ab)) ** 0.5
 
     def ddim_step(self, x0_pred, eps_pred, t: int, t_prev: int, eta: float = 0.0) -> tuple[torch.Tensor, float]:
         """Mean and standard deviation of the DDIM step from t to t_prev     (Song et al. Eq. 12):
@@ -222,3 +249,35 @@ class Diffusion:
         var = eta**2 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
         mean = ab_prev**0.5 * x0_pred + max(0.0, 1 - ab_prev - var) ** 0.5 * eps_pred
         return mean, var**0.5
+
+    def consistency_step(self, x0_pred, t: int, t_prev: int) -> tuple[torch.Tensor, float]:
+        """Multistep consistency sampling (Song et al. 2023, Algorithm 1): x̂_0 noised afresh to
+        t_prev, x_prev ~ q(x_prev | x̂_0) = N(√ᾱ_prev·x̂_0, (1 − ᾱ_prev)·I)."""
+        ab_prev = self.alpha_bar_at(t_prev)
+        return ab_prev**0.5 * x0_pred, (1 - ab_prev) ** 0.5
+
+    # ---- the same DDIM step (η = 0) where another caller needs it in another shape ----------------
+
+    def ddim_step_to(self, x_t, x0_pred, t: torch.Tensor, t_prev: torch.Tensor) -> torch.Tensor:
+        """The deterministic DDIM step with a timestep per image (t, t_prev tensors (B,), −1 for
+        clean), as distillation takes it inside a training batch: `ddim_step` with η = 0 and
+        ε̂ = (x_t − α_t·x̂_0)/σ_t, where α = √ᾱ and σ = √(1 − ᾱ):
+            x_prev = α_prev·x̂_0 + σ_prev·(x_t − α_t·x̂_0)/σ_t                  (Song et al. Eq. 12)"""
+        a_t, s_t = self.alpha_sigma(t, x_t)
+        a_prev, s_prev = self.alpha_sigma(t_prev, x_t)
+        return a_prev * x0_pred + s_prev * (x_t - a_t * x0_pred) / s_t
+
+    def ddim_step_up(self, x_s, eps_pred, s: int, t: int) -> torch.Tensor:
+        """The deterministic DDIM step solved for its start: the x_t (t > s) from which
+        `ddim_step(·, ε̂, t, s)` lands on x_s, given the ε̂ of that step (inversion, Song et al. §4.3).
+        The step is x_s = √(ᾱ_s/ᾱ_t)·x_t + c·ε̂ with c = √(1−ᾱ_s) − √(ᾱ_s/ᾱ_t)·√(1−ᾱ_t), so
+            x_t = √(ᾱ_t/ᾱ_s)·(x_s − c·ε̂)"""
+        ab_t, ab_s = self.alpha_bar_at(t), self.alpha_bar_at(s)
+        c = (1 - ab_s) ** 0.5 - (ab_s / ab_t) ** 0.5 * (1 - ab_t) ** 0.5
+        return (ab_t / ab_s) ** 0.5 * (x_s - c * eps_pred)
+
+    def q_jump(self, x_t, t: int, t_up: int, noise: torch.Tensor) -> torch.Tensor:
+        """The forward process from one noise level to a higher one, t_up > t (RePaint's jump back
+        up the chain): q(x_{t_up} | x_t) = N(√(ᾱ_{t_up}/ᾱ_t)·x_t, (1 − ᾱ_{t_up}/ᾱ_t)·I)."""
+        ratio = self.alpha_bar_at(t_up) / self.alpha_bar_at(t)
+        return ratio**0.5 * x_t + (1 - ratio) ** 0.5 * noise

@@ -48,9 +48,8 @@ def make_step(diffusion: Diffusion, sampler: str = "ddim", eta: float = 0.0, var
         return lambda d, t, t_prev: diffusion.ddim_step(d.x0, d.eps, t, t_prev, eta)
     if sampler == "dpm++":
         return DPMSolverPP(diffusion)
-    if sampler == "cm":                   # mean √ᾱ_prev·x̂_0, std √(1 − ᾱ_prev): x_prev ~ q(x_prev | x̂_0)
-        return lambda d, t, t_prev: (diffusion.alpha_bar_at(t_prev) ** 0.5 * d.x0,
-                                     (1 - diffusion.alpha_bar_at(t_prev)) ** 0.5)
+    if sampler == "cm":
+        return lambda d, t, t_prev: diffusion.consistency_step(d.x0, t, t_prev)
     raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
 
 
@@ -67,8 +66,7 @@ def sample(denoiser, x_T: torch.Tensor, timesteps: list[int], step, *, cond: dic
     x = x_T
     for t, t_prev in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", disable=not progress, leave=False):
         if t_prev > t:                                           # a jump back up the chain (RePaint)
-            ratio = diffusion.alpha_bar_at(t_prev) / diffusion.alpha_bar_at(t)
-            x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise()
+            x = diffusion.q_jump(x, t, t_prev, noise())
             continue
         d = denoiser(x, t, **cond)                               # x̂_0, ε̂ at (x_t, t)
         mean, std = step(d, t, t_prev)                           # p(x_{t_prev} | x_t)
