@@ -180,6 +180,8 @@ def main(argv=None) -> int:
                 grid = save_grid(x, run_.out / f"samples_{N}.png", nrow=8)
                 say(f"round {r + 1}/{len(plan)}: {N}-step student in {kept} and {grid} "
                     f"({time.perf_counter() - began:.0f} s so far in this invocation)")
+            if run_.due(cfg.ckpt_every, last=False):
+                run_.save()                       # OUT/last.pt, as of this step
     if not run_.completed:
         run_.close()
         return run_.exit_code

@@ -238,6 +238,8 @@ def main(argv=None) -> int:
                 report = zero_shot(model, tokenizer, test, device, limit=1000)
                 say(f"step {step + 1}: zero-shot (1,000 test images) " + "; ".join(
                     f"{split}: " + ", ".join(f"{k} {v:.1%}" for k, v in r.items() if k != "n") for split, r in report.items()))
+            if run_.due(cfg.ckpt_every, last=False):
+                run_.save()                       # OUT/last.pt, as of this step
     if not run_.completed:
         run_.close()
         return run_.exit_code

@@ -320,6 +320,8 @@ def main(argv=None) -> int:
                 names = [data.classes[i][:8] for i in fixed_labels.tolist()] if conditional else None
                 save_grid(x, run_.out / "samples" / f"step_{step + 1:06d}.png", nrow=10, captions=names)
                 save_strip(strip, run_.out / "strips" / f"step_{step + 1:06d}.png", captions=captions)
+            if run_.due(cfg.ckpt_every, last=False):
+                run_.save()                       # OUT/last.pt, as of this step
     if not run_.completed:
         run_.close()
         return run_.exit_code

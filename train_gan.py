@@ -199,6 +199,8 @@ def main(argv=None) -> int:
                     say(f"warning: possible mode collapse at step {step + 1}: fixed-noise samples are "
                         f"{diversity:.2f} apart on average, real images {real_diversity:.2f} "
                         f"({diversity / real_diversity:.0%})")
+            if run_.due(cfg.ckpt_every, last=False):
+                run_.save()                       # OUT/last.pt, as of this step
     if not run_.completed:
         run_.close()
         return run_.exit_code

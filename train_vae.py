@@ -110,6 +110,8 @@ def main(argv=None) -> int:
                 run_.log(psnr=p, ssim=s)
                 say(f"step {step + 1}: reconstruction PSNR {p:.2f} dB, SSIM {s:.3f}; wrote {path} "
                     "(inputs, reconstructions, prior samples, a latent walk)")
+            if run_.due(cfg.ckpt_every, last=False):
+                run_.save()                       # OUT/last.pt, as of this step
     code = run_.exit_code
     if run_.completed:
         say(f"checkpoint: {run_.ckpt_path}")

@@ -193,6 +193,8 @@ def main(argv=None) -> int:
                 accuracy = evaluate(model, test, device, groups, limit=2000)
                 say(f"step {step + 1}: test accuracy {accuracy:.2%} (first 2,000 test images)")
                 run_.log_file.write(step + 1, test_accuracy_2k=accuracy)
+            if run_.due(cfg.ckpt_every, last=False):
+                run_.save()                       # OUT/last.pt, as of this step
     if not run_.completed:
         run_.close()
         return run_.exit_code

@@ -11,7 +11,9 @@ final save. The step itself (loss.backward(), opt.step()) stays written out in e
             run.check_finite("try a lower --lr", loss=loss)
             if run.due(cfg.log_every):
                 run.log(loss=loss.item())
-    if not run.completed:
+            if run.due(cfg.ckpt_every, last=False):
+                run.save()                          # OUT/last.pt, as of this step
+    if not run.completed:                           # (the run saves itself at its end and on Ctrl-C)
         return run.exit_code
 
 Under `torchrun --nproc_per_node N` each process takes its slice of every batch
@@ -111,9 +113,10 @@ class Run:
             raise MinigenError(f"{self.ckpt_path} exists: pass --resume to continue that run, or --out DIR for a new one")
         self.cfg = cfg
         self.log_file = MetricsLog(self.out / "metrics.jsonl", enabled=False)
-        self.step = self.start_step = 0
+        self.step = self.start_step = 0              # steps done (inside the loop: counting the one being done)
         self.completed, self.exit_code = False, 0
         self._saved = None
+        self._saved_at = None                       # the step of the last save
         self._bad = None                            # device-side record of a non-finite loss (check_finite)
         if getattr(cfg, "amp", False) and self.device.type != "cuda":
             self.say(f"note: --amp (bf16 autocast) is for CUDA; training in fp32 on {self.device.type}")
@@ -211,7 +214,11 @@ class Run:
         return self.start_step
 
     def save(self) -> Path | None:
+        """Write OUT/last.pt atomically: the weights, EMA, optimizer, schedule and random state
+        as of the step just done (inside the loop: the current step, once it is finished), with
+        the run's settings; on the main process only."""
         self._stop_if_not_finite()                  # never save weights that a NaN loss has reached
+        self._saved_at = self.step
         if not self.main:
             return None
         s = self._saved
@@ -237,14 +244,13 @@ class Run:
         return self
 
     def steps(self):
-        """Yield each step number; between steps, count it, save every --ckpt-every steps, and
-        stop (saving first) when Ctrl-C was pressed on any process."""
+        """Yield each step number (0-based); between steps, count it and stop (saving first) when
+        Ctrl-C was pressed on any process; after the last, save. Periodic saves are the loop's
+        own, visible `if run.due(cfg.ckpt_every, last=False): run.save()`."""
         while self.step < self.end_step:
-            yield self.step
-            self.step += 1
+            self.step += 1                          # the step being done counts as done inside the loop
+            yield self.step - 1
             self.bar.update(1)
-            if self.step % self.cfg.ckpt_every == 0 and self.step < self.end_step:
-                self.save()
             asked = self._stop.asked
             if self.world > 1 and self.step % self.cfg.log_every == 0:    # every process stops at the same step
                 flag = torch.tensor(float(asked), device=self.device if dist.get_backend() == "nccl" else "cpu")
@@ -258,7 +264,8 @@ class Run:
                 self.exit_code = 130
                 return
         self.bar.close()
-        self.save()
+        if self._saved_at != self.step:             # the loop may have just saved this step
+            self.save()
         if self.step < self.cfg.steps:
             self.say(f"stopped at step {self.step} of {self.cfg.steps} (--stop-after): saved {self.ckpt_path}; "
                      "continue with --resume")
@@ -271,7 +278,7 @@ class Run:
         if exc_type is not None:
             self._unlock()
         if exc_type is KeyboardInterrupt:           # a second Ctrl-C: the last saved checkpoint stays as it was
-            self.say(f"\nstopped at once during step {self.step + 1}; the last saved checkpoint is {self.ckpt_path}")
+            self.say(f"\nstopped at once during step {self.step}; the last saved checkpoint is {self.ckpt_path}")
             self.exit_code = 130
             return True
         return False
@@ -280,7 +287,7 @@ class Run:
         """True every `every` steps, counting the step being done; with `last`, also at the last
         step of this invocation, and without it never at the run's final step (whose pictures
         the script draws after the loop)."""
-        done = self.step + 1
+        done = self.step
         if not every:
             return False
         return done % every == 0 or done == self.end_step if last else done % every == 0 and done < self.cfg.steps
@@ -296,7 +303,7 @@ class Run:
                          "step": torch.zeros((), dtype=torch.long, device=values.device),
                          "values": torch.zeros_like(values), "names": list(losses), "advice": advice}
         first = bad & ~self._bad["flag"]
-        self._bad["step"] = torch.where(first, self.step, self._bad["step"])
+        self._bad["step"] = torch.where(first, self.step - 1, self._bad["step"])     # the 0-based step
         self._bad["values"] = torch.where(first, values, self._bad["values"])
         self._bad["flag"] = self._bad["flag"] | bad
 
@@ -314,7 +321,7 @@ class Run:
         """One line of OUT/metrics.jsonl for the step just done, with images/s since the last line
         (and the process's memory); the same numbers on the progress bar."""
         self._stop_if_not_finite()
-        now, done = time.perf_counter(), self.step + 1
+        now, done = time.perf_counter(), self.step
         images_per_s = (done - self._tick_step) * self.cfg.batch_size * self.world / (now - self._tick)
         self._tick, self._tick_step = now, done
         metrics = {**metrics, "images_per_s": images_per_s, "rss_mib": round(resident_memory_mib(), 1)}
