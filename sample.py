@@ -20,7 +20,7 @@ Editing with a diffusion checkpoint (minigen/editing.py), each written as a side
     python sample.py --ckpt runs/shapes/last.pt --color-target 1,0,0 --color-scale 20     # guidance by a loss
     python sample.py --ckpt runs/cshapes/last.pt --clip runs/clip/last.pt --clip-guidance "a small blue circle ..."
 
-A latent diffusion checkpoint (train_ddpm.py --autoencoder) carries its autoencoder: every flag
+A latent diffusion checkpoint (train_ldm.py) carries its autoencoder: every flag
 above works on it the same way (the sampler runs on latents; pictures are decoded; an edited
 image is encoded first, and inpainting's mask is taken down to the latent grid).
 
@@ -59,7 +59,7 @@ DIFFUSION_FLAGS = ("sampler", "steps", "eta", "spacing", "variance", "guidance",
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     count = number(int, at_least(1))
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train_ddpm.py or train_gan.py")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train_ddpm.py, train_ldm.py, distill.py or train_gan.py")
     p.add_argument("--sampler", choices=SAMPLERS, default=None,
                    help="ancestral DDPM, DDIM, DPM-Solver++(2M), or cm: multistep consistency sampling for a "
                         "consistency student (default: ddim; ddpm for --inpaint, as RePaint)")
@@ -319,7 +319,7 @@ def main(argv=None) -> int:
         pipe.prompts(args.prompts + ([args.negative_prompt] if args.negative_prompt else []))   # unknown words: exit 2 now
         print(f"prompts: {len(args.prompts)}; vocabulary of {len(pipe.tokenizer)} words")
     elif args.prompts or args.negative_prompt:
-        raise MinigenError(f"--prompt and --negative-prompt need a text-conditional model (train_ddpm.py --condition "
+        raise MinigenError(f"--prompt and --negative-prompt need a text-conditional model (train_ldm.py --condition "
                            f"text); {args.ckpt} is not")
     if args.guidance is not None and not K and not text and pipe.kind == "ddpm":
         raise MinigenError("--guidance is classifier-free guidance, which needs a class-conditional model; "

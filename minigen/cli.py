@@ -148,6 +148,15 @@ def run(main, argv=None) -> int:
         return e.code if isinstance(e.code, int) else 2
 
 
+def refuse_moved(argv, moved: dict[str, str]) -> None:
+    """A flag that now belongs to another script, or is gone: one line saying what replaced it
+    (`moved` maps the flag to that line), before the command line is parsed."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        flag = arg.split("=", 1)[0]
+        if flag in moved:
+            raise MinigenError(f"{flag}: {moved[flag]}")
+
+
 # ---- output paths, checked before the work rather than after it ----------------------------------
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")

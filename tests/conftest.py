@@ -5,3 +5,15 @@ import pytest
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Generated data sets are cached in a per-session folder, never in the user's home."""
     monkeypatch.setenv("MINIGEN_CACHE", str(tmp_path_factory.getbasetemp() / "minigen-cache"))
+
+
+@pytest.fixture(scope="session")
+def text_autoencoder(tmp_path_factory):
+    """A tiny autoencoder of captioned-shapes (32x32 RGB -> 2x16x16 latents), for the text-to-image
+    models of the tests (train_ldm.py --condition text --autoencoder ...)."""
+    import train_vae
+    out = tmp_path_factory.mktemp("text-vae") / "vae"
+    args = ["--dataset", "captioned-shapes", "--preset", "tiny", "--steps", "2", "--batch-size", "8", "--max-images",
+            "32", "--sample-every", "0", "--out", str(out)]
+    assert train_vae.run(train_vae.main, args) == 0
+    return str(out / "last.pt")

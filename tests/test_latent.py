@@ -6,6 +6,7 @@ import torch
 
 import sample
 import train_ddpm
+import train_ldm
 import train_vae
 from minigen import pipelines
 from minigen.diffusion.latent import LatentSpace
@@ -61,9 +62,9 @@ def autoencoder(tmp_path_factory):
 def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_path, capsys):
     args = ["--preset", "tiny", "--autoencoder", str(autoencoder), "--steps", "4", "--batch-size", "8",
             "--max-images", "64", "--sample-every", "0", "--sample-steps", "2", "--warmup", "1"]
-    assert train_ddpm.run(train_ddpm.main, args + ["--out", str(tmp_path / "whole")]) == 0
-    assert train_ddpm.run(train_ddpm.main, args + ["--out", str(tmp_path / "split"), "--stop-after", "2"]) == 0
-    assert train_ddpm.run(train_ddpm.main, args + ["--out", str(tmp_path / "split"), "--resume"]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "whole")]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "split"), "--stop-after", "2"]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "split"), "--resume"]) == 0
     a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("whole", "split"))
     for part in ("model", "optimizer"):
         assert str(a[part]) == str(b[part])
@@ -98,7 +99,7 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
 
 
 def test_every_training_image_is_encoded_once_and_its_mirror_with_flip():
-    """train_ddpm's cache of q(z|x): row i holds μ and log σ² of image i encoded on its own, and
+    """train_ldm's cache of q(z|x): row i holds μ and log σ² of image i encoded on its own, and
     with --flip a second view holds those of the image mirrored by hand; a step's draw from the
     cache has the mean and variance of q(z|x) scaled by s."""
     from minigen.data import load_dataset
@@ -106,7 +107,7 @@ def test_every_training_image_is_encoded_once_and_its_mirror_with_flip():
     torch.manual_seed(0)
     latent = LatentSpace(Autoencoder(preset("tiny")), scale=2.0)
     data = load_dataset("glyphs", "train", n=12)
-    moments = train_ddpm.latent_moments(latent, data, flip=True, device="cpu", chunk=5)
+    moments = train_ldm.latent_moments(latent, data, flip=True, device="cpu", chunk=5)
     assert moments.shape == (2, len(data), 4, 14, 14)                     # tiny: c = 2, so 2c = 4 channels
     for i in (0, 7, len(data) - 1):
         x = data.batch(torch.tensor([i]))[0]
@@ -123,13 +124,21 @@ def test_every_training_image_is_encoded_once_and_its_mirror_with_flip():
 def test_a_missing_or_altered_autoencoder_is_refused_in_one_line(autoencoder, tmp_path, capsys):
     args = ["--preset", "tiny", "--steps", "1", "--batch-size", "8", "--max-images", "16", "--sample-every", "0",
             "--sample-steps", "1"]
-    assert train_ddpm.run(train_ddpm.main, args + ["--autoencoder", str(tmp_path / "gone.pt"), "--out", str(tmp_path / "a")]) == 2
+    assert train_ldm.run(train_ldm.main, args + ["--autoencoder", str(tmp_path / "gone.pt"), "--out", str(tmp_path / "a")]) == 2
     assert "gone.pt: no such checkpoint file" in capsys.readouterr().err
-    assert train_ddpm.run(train_ddpm.main, args + ["--autoencoder", str(autoencoder), "--image-size", "14",
+    assert train_ldm.run(train_ldm.main, args + ["--autoencoder", str(autoencoder), "--image-size", "14",
                                                    "--out", str(tmp_path / "b")]) == 2
     assert "encodes 1x28x28 images; the data is 1x14x14" in capsys.readouterr().err
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "none")]) == 2
+    assert "--autoencoder VAE_CKPT: latent diffusion needs a train_vae.py checkpoint" in capsys.readouterr().err
+    # the command lines of before the split: one line naming the script that replaced them
+    for old in (["--autoencoder", str(autoencoder)], ["--condition", "text"], ["--freeze-text"]):
+        assert train_ddpm.run(train_ddpm.main, args + old + ["--out", str(tmp_path / "old")]) == 2
+        assert "train_ldm.py's now: python train_ldm.py --autoencoder" in capsys.readouterr().err
 
-    assert train_ddpm.run(train_ddpm.main, args + ["--autoencoder", str(autoencoder), "--out", str(tmp_path / "c")]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--autoencoder", str(autoencoder), "--out", str(tmp_path / "c")]) == 0
+    assert train_ddpm.run(train_ddpm.main, args + ["--resume", "--out", str(tmp_path / "c")]) == 2
+    assert f"continue it with python train_ldm.py --resume --out {tmp_path / 'c'}" in capsys.readouterr().err
     state = load_checkpoint(tmp_path / "c" / "last.pt")
     weights = state["extra"]["latent"]["weights"]
     name = next(iter(weights))
@@ -151,7 +160,7 @@ def test_the_latent_bench_counts_the_decoder_once_and_the_u_net_at_every_guided_
     common = ["--preset", "tiny", "--steps", "1", "--batch-size", "8", "--max-images", "16", "--sample-every", "0",
               "--sample-steps", "1"]
     assert train_ddpm.run(train_ddpm.main, common + ["--out", str(tmp_path / "pixel")]) == 0
-    assert train_ddpm.run(train_ddpm.main, common + ["--autoencoder", str(autoencoder), "--out", str(tmp_path / "latent")]) == 0
+    assert train_ldm.run(train_ldm.main, common + ["--autoencoder", str(autoencoder), "--out", str(tmp_path / "latent")]) == 0
     assert latent_bench.main(["--pixel", str(tmp_path / "pixel" / "last.pt"), "--latent", str(tmp_path / "latent" / "last.pt"),
                               "--batch", "4", "--sample-batch", "2", "--steps", "3", "--repeats", "1",
                               "--out", str(tmp_path / "bench")]) == 0

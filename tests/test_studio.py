@@ -19,20 +19,22 @@ import pytest
 from PIL import Image
 
 import train_ddpm
+import train_ldm
 from minigen.studio import Studio, StudioServer
 from minigen.studio.server import STATIC
 
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A server with two tiny models: class-conditional glyphs (28x28 gray) and a text model on
-    captioned-shapes (32x32 RGB)."""
+def served(tmp_path_factory, text_autoencoder):
+    """A server with two tiny models: class-conditional glyphs (28x28 gray) and a latent text
+    model on captioned-shapes (32x32 RGB)."""
     out = tmp_path_factory.mktemp("studio")
     common = ["--preset", "tiny", "--steps", "1", "--batch-size", "4", "--sample-every", "0", "--sample-steps", "1"]
     assert train_ddpm.run(train_ddpm.main, common + ["--max-images", "16", "--out", str(out / "glyphs")]) == 0
-    assert train_ddpm.run(train_ddpm.main, common + ["--dataset", "captioned-shapes", "--condition", "text",
-                                                     "--max-images", "16", "--out", str(out / "text")]) == 0
+    assert train_ldm.run(train_ldm.main, common + ["--dataset", "captioned-shapes", "--condition", "text",
+                                                   "--autoencoder", text_autoencoder, "--max-images", "16",
+                                                   "--out", str(out / "text")]) == 0
     studio = Studio([out / "glyphs" / "last.pt", out / "text" / "last.pt"], queue=2, max_upload=200_000)
     server, url = start(studio)
     yield url, studio, out

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import sample
-import train_ddpm
+import train_ldm
 from minigen import pipelines
 from minigen.diffusion import Diffusion, DiffusionConfig, SamplerConfig
 from minigen.diffusion.guidance import Denoiser
@@ -97,12 +97,13 @@ def test_a_frozen_text_encoder_gets_no_gradient():
     assert any(p.grad is not None for p in model.unet.parameters())
 
 
-def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(tmp_path, capsys):
-    args = ["--dataset", "captioned-shapes", "--condition", "text", "--preset", "tiny", "--steps", "4",
+def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(text_autoencoder, tmp_path, capsys):
+    args = ["--dataset", "captioned-shapes", "--condition", "text", "--autoencoder", text_autoencoder,
+            "--preset", "tiny", "--steps", "4",
             "--batch-size", "8", "--max-images", "64", "--sample-every", "0", "--sample-steps", "2", "--warmup", "1"]
-    assert train_ddpm.run(train_ddpm.main, args + ["--out", str(tmp_path / "whole")]) == 0
-    assert train_ddpm.run(train_ddpm.main, args + ["--out", str(tmp_path / "split"), "--stop-after", "2"]) == 0
-    assert train_ddpm.run(train_ddpm.main, args + ["--out", str(tmp_path / "split"), "--resume"]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "whole")]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "split"), "--stop-after", "2"]) == 0
+    assert train_ldm.run(train_ldm.main, args + ["--out", str(tmp_path / "split"), "--resume"]) == 0
     a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("whole", "split"))
     assert all(torch.equal(a["ema"]["model"][k], b["ema"]["model"][k]) for k in a["ema"]["model"])
     pipe = pipelines.load(tmp_path / "whole" / "last.pt")
@@ -114,7 +115,7 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(tmp_path
                                                      str(tmp_path / "s.png"), "--save-npz", str(tmp_path / "s.npz")]) == 0
     import numpy as np
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 32, 32, 3)
-    # The seeds' final project: replace a region of an RGB image by prompt (original | mask | kept | results).
+    # Text-guided inpainting: replace a region of an RGB image by prompt (original | mask | kept | results).
     from PIL import Image
     Image.new("RGB", (32, 32), (128, 128, 128)).save(tmp_path / "gray.png")
     assert sample.run(sample.main, ckpt + ["--inpaint", str(tmp_path / "gray.png"), "--mask-box", "8,8,24,24", "-n", "2",
@@ -127,20 +128,21 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(tmp_path
     assert sample.run(sample.main, ckpt + ["--class", "1", "--out", str(tmp_path / "c.png")]) == 2
 
 
-def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(tmp_path):
+def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(text_autoencoder, tmp_path):
     import train_clip
     clip_args = ["--preset", "tiny", "--steps", "2", "--batch-size", "16", "--max-images", "32", "--eval-every", "0"]
     assert train_clip.run(train_clip.main, clip_args + ["--out", str(tmp_path / "clip")]) == 0
-    args = ["--dataset", "captioned-shapes", "--condition", "text", "--preset", "tiny", "--steps", "2",
+    args = ["--dataset", "captioned-shapes", "--condition", "text", "--autoencoder", text_autoencoder,
+            "--preset", "tiny", "--steps", "2",
             "--batch-size", "8", "--max-images", "32", "--sample-every", "0", "--sample-steps", "1"]
-    assert train_ddpm.run(train_ddpm.main, args + ["--text-encoder", str(tmp_path / "clip" / "last.pt"), "--freeze-text",
+    assert train_ldm.run(train_ldm.main, args + ["--text-encoder", str(tmp_path / "clip" / "last.pt"), "--freeze-text",
                                                    "--out", str(tmp_path / "t2i")]) == 0
     clip = load_checkpoint(tmp_path / "clip" / "last.pt")["model"]
     state = load_checkpoint(tmp_path / "t2i" / "last.pt")
     for weights in (state["model"], state["ema"]["model"]):
         assert all(torch.equal(weights[k], v) for k, v in clip.items() if k.startswith("text."))
     assert state["extra"]["tokenizer"] == load_checkpoint(tmp_path / "clip" / "last.pt")["extra"]["tokenizer"]
-    assert train_ddpm.run(train_ddpm.main, args + ["--freeze-text", "--out", str(tmp_path / "x")]) == 2
+    assert train_ldm.run(train_ldm.main, args + ["--freeze-text", "--out", str(tmp_path / "x")]) == 2
 
     # Both judges of prompt accuracy read the samples: the CLIP and an attribute classifier.
     import train_vit

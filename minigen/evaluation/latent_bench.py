@@ -2,12 +2,12 @@
 
     python -m minigen.evaluation.latent_bench --pixel runs/pixel-shapes64/last.pt --latent runs/ldm-shapes64/last.pt
 
-Two trained checkpoints of the same data (a pixel model, and a latent one from train_ddpm.py
---autoencoder). For each, in turns (bench.median_times), so that both see the same machine:
+Two trained checkpoints of the same data (a pixel model, and a latent one from train_ldm.py).
+For each, in turns (bench.median_times), so that both see the same machine:
 
     training   one optimizer step as train_ddpm.py takes it, at --batch: the latent model's step
                draws z ~ q(z|x) from the batch's μ and log σ², encoded once beforehand, as
-               train_ddpm.py encodes its data set once at the start
+               train_ldm.py encodes its data set once at the start
     sampling   DDIM --steps with classifier-free guidance 3 at --sample-batch: the latent model's
                includes decoding the result once
 
@@ -31,14 +31,14 @@ from .bench import median_times
 
 
 def training_step(pipe, batch: int, generator: torch.Generator):
-    """One step of train_ddpm.py's loop on random images of the pipeline's pixel shape, with a
+    """One step of train_ddpm.py's (or train_ldm.py's) loop on random images of the pipeline's pixel shape, with a
     copy of its network: a fresh latent draw (latent models), the loss, backward, clipping, AdamW."""
     model = copy.deepcopy(pipe.network).train().requires_grad_(True).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = (torch.rand(batch, *pipe.image_shape, generator=generator) * 2 - 1).to(pipe.device)
     y = torch.randint(0, max(pipe.num_classes, 1), (batch,), generator=generator).to(pipe.device)
     cond = {"y": y} if pipe.num_classes else {}
-    moments = None if pipe.latent is None else pipe.latent.moments(x)     # once, as train_ddpm.py does
+    moments = None if pipe.latent is None else pipe.latent.moments(x)     # once, as train_ldm.py does
 
     def step():
         x0 = x if moments is None else pipe.latent.draw(*moments)             # a fresh z ~ q(z|x) each step
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.latent_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pixel", required=True, help="a pixel diffusion checkpoint (train_ddpm.py)")
-    parser.add_argument("--latent", required=True, help="a latent one on the same data (train_ddpm.py --autoencoder)")
+    parser.add_argument("--latent", required=True, help="a latent one on the same data (train_ldm.py)")
     parser.add_argument("--batch", type=int, default=64, help="training batch (default: 64, train_ddpm.py's)")
     parser.add_argument("--sample-batch", type=int, default=16, help="images per sampling run (default: 16)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     pipes = {"pixel": pipelines.load(args.pixel, kind="ddpm"), "latent": pipelines.load(args.latent, kind="ddpm")}
     if pipes["latent"].latent is None or pipes["pixel"].latent is not None:
-        parser.error("--pixel must be a pixel model and --latent a latent one (train_ddpm.py --autoencoder)")
+        parser.error("--pixel must be a pixel model and --latent a latent one (train_ldm.py)")
     if pipes["pixel"].image_shape != pipes["latent"].image_shape:
         parser.error(f"the two models make images of different shapes: {pipes['pixel'].image_shape} and "
                      f"{pipes['latent'].image_shape}")

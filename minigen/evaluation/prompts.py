@@ -61,7 +61,7 @@ def confusion(predicted: torch.Tensor, truth: torch.Tensor, k: int) -> list[list
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.prompts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ddpm.py --condition "
+    parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ldm.py --condition "
                                                       "text), or a class-conditional one (class = shape: judged on shape)")
     parser.add_argument("--clip", help="a judge: a CLIP from train_clip.py on the same data (zero-shot reading; "
                                         "also gives CLIPScore)")
