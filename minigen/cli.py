@@ -25,11 +25,16 @@ from pathlib import Path
 from .errors import MinigenError
 
 
-def setting(default, help: str, choices=None, runtime: bool = False, check=None):
+def setting(default, help: str, choices=None, runtime: bool = False, check=None, *, flag: str | None = None,
+            metavar: str | None = None, parse=None, repeat: bool = False, required: bool = False):
     """A config field with its flag's help text, choices, allowed range (`check`), and whether
-    it is a runtime setting."""
+    it is a runtime setting. Rarer needs: `flag` when the flag is not `--field-name` (`-n`,
+    `--class`; for a bool, a plain switch such as `--no-clip`), `metavar`, `parse` (an argparse
+    type for a value that is not a plain number or string), `repeat` (a list: the flag may be
+    given again), `required`."""
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "runtime": runtime,
-                                                        "check": check})
+                                                        "check": check, "flag": flag, "metavar": metavar,
+                                                        "parse": parse, "repeat": repeat, "required": required})
 
 
 # ---- allowed ranges: each takes a value and returns what is wrong with it, or None ----------------
@@ -101,16 +106,24 @@ def _base_type(tp):
 def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field of dataclass `cls`, each declared with `setting`."""
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        help_text, choices, check = f.metadata["help"], f.metadata["choices"], f.metadata.get("check")
+        meta = f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        help_text, choices, check = meta["help"], meta["choices"], meta.get("check")
         base = _base_type(f.type)
-        if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        if base is bool:                            # --x and --no-x; a plain switch where `flag` names it
+            action = "store_true" if meta.get("flag") else argparse.BooleanOptionalAction
+            parser.add_argument(flag, action=action, default=f.default, dest=f.name, help=help_text)
+            continue
+        default_note = "" if f.default is None or meta.get("required") else f" (default: {f.default})"
+        if meta.get("repeat"):
+            kind, default_note = str, ""
+        elif meta.get("parse"):
+            kind = meta["parse"]
         else:
-            default_note = "" if f.default is None else f" (default: {f.default})"
             kind = number(base, check) if base in (int, float) or check else base
-            parser.add_argument(flag, type=kind, default=f.default, choices=list(choices) if choices else None,
-                                dest=f.name, help=help_text + default_note)
+        parser.add_argument(flag, type=kind, default=f.default, choices=list(choices) if choices else None,
+                            dest=f.name, help=help_text + default_note, metavar=meta.get("metavar"),
+                            action="append" if meta.get("repeat") else "store", required=meta.get("required", False))
 
 
 def config_from_args(cls, args: argparse.Namespace):

@@ -17,16 +17,18 @@ import pytest
 import torch
 from PIL import Image
 
+import edit
 import evaluate
 import sample
 import train_ddpm
 import train_gan
+import train_ldm
 import train_vit
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "before_refactor"          # a tiny diffusion model, GAN and ViT
-SCRIPTS = {"train_ddpm.py": train_ddpm, "train_gan.py": train_gan, "train_vit.py": train_vit,
-           "sample.py": sample, "evaluate.py": evaluate}
+SCRIPTS = {"train_ddpm.py": train_ddpm, "train_ldm.py": train_ldm, "train_gan.py": train_gan, "train_vit.py": train_vit,
+           "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate}
 
 BAD = [
     ("train_ddpm.py", ["--batch-size", "0"], "--batch-size"),
@@ -60,6 +62,12 @@ BAD = [
     ("train_ddpm.py", ["--cuda-graphs", "--compile"], "--cuda-graphs"),    # CUDA (tests run on a CPU)
     ("train_ddpm.py", ["--replay", "0"], "--replay"),
     ("train_ddpm.py", ["--replay", "5"], "--replay"),                   # without --only-classes
+    ("train_ddpm.py", ["--autoencoder", "vae.pt"], "train_ldm.py"),       # the flags that moved: one line naming it
+    ("train_ldm.py", [], "--autoencoder VAE_CKPT"),
+    ("train_ldm.py", ["--autoencoder", "vae.pt", "--condition", "text", "--flip"], "--flip"),
+    ("train_ldm.py", ["--autoencoder", "vae.pt", "--freeze-text", "--condition", "text"], "--freeze-text"),
+    ("train_ldm.py", ["--autoencoder", "vae.pt", "--text-encoder", "clip.pt"], "--text-encoder"),
+    ("train_ldm.py", ["--autoencoder", "vae.pt", "--condition", "words"], "--condition"),
     ("train_gan.py", ["--real-label", "5"], "--real-label"),
     ("train_gan.py", ["--real-label", "0"], "--real-label"),
     ("train_gan.py", ["--flip-prob", "-0.1"], "--flip-prob"),
@@ -87,8 +95,10 @@ BAD = [
     ("sample.py", ["--interpolate", "1"], "--interpolate"),
     ("sample.py", ["--class", "12"], "--class"),
     ("sample.py", ["--negative-class", "-1"], "--negative-class"),
-    ("sample.py", ["--init", "IMAGE", "--class", "1", "--strength", "0.0001"], "strength 0.0001: less than one step"),
-    ("sample.py", ["--inpaint", "IMAGE", "--class", "1", "--jump-length", "0"], "--jump-length"),
+    ("edit.py", ["--init", "IMAGE", "--class", "1", "--strength", "0.0001"], "strength 0.0001: less than one step"),
+    ("edit.py", ["--inpaint", "IMAGE", "--class", "1", "--jump-length", "0"], "--jump-length"),
+    ("edit.py", ["--inpaint", "IMAGE", "--class", "1", "--mask-box", "0,0,4"], "--mask-box"),
+    ("sample.py", ["--inpaint", "IMAGE", "--class", "1"], "edit.py --ckpt CKPT --inpaint"),
     ("sample.py", ["--color-scale", "nan", "--color-target", "1"], "--color-scale"),
     ("sample.py", ["--classifier", str(OLD / "ddpm.pt")], "'ddpm' checkpoint"),
     ("sample.py", ["--ckpt", str(OLD / "v.pt"), "--classifier", str(OLD / "vit.pt")], "--classifier"),
@@ -115,7 +125,7 @@ def image(tmp_path_factory) -> Path:
 def invoke(script: str, args: list[str], out: Path, image: Path | None = None) -> int:
     """The script's main, in this process (as `python script.py ...` runs it), with --out set."""
     args = [str(image) if a == "IMAGE" else a for a in args]
-    if script == "sample.py":
+    if script in ("sample.py", "edit.py"):
         args = ["--ckpt", str(OLD / "ddpm.pt"), "--no-progress", "--out", str(out / "x.png"), *args]
     elif script == "evaluate.py":
         args = ["--judge", str(OLD / "vit.pt"), "--out", str(out), *args]

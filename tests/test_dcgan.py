@@ -142,7 +142,7 @@ def test_train_gan_end_to_end_and_sampling(tmp_path, capsys):
     assert code == 2 and "ask for a lower threshold" in out.err
     code, out = draw("--strip", "--out", str(tmp_path / "j.png"))
     assert code == 2 and "a GAN has no reverse process" in out.err
-    for flag in (["--sampler", "ddpm"], ["--guidance", "2"], ["--color-target", "1"], ["--inpaint", "x.png"]):
+    for flag in (["--sampler", "ddpm"], ["--guidance", "2"], ["--color-target", "1"], ["--negative-class", "2"]):
         code, out = draw(*flag, "--out", str(tmp_path / "k.png"))
         assert code == 2 and f"{flag[0]} is for diffusion checkpoints" in out.err, out.err
 

@@ -127,12 +127,12 @@ def tiny_ckpt(tmp_path_factory):
     return out
 
 
-def sample(*args):
-    return subprocess.run([sys.executable, str(ROOT / "sample.py"), "--no-progress", *args], capture_output=True,
+def script(name, *args):
+    return subprocess.run([sys.executable, str(ROOT / name), "--no-progress", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
 
 
-def test_sample_py_editing_commands_write_side_by_side_pictures(tiny_ckpt):
+def test_edit_py_commands_write_side_by_side_pictures(tiny_ckpt):
     ckpt, out = str(tiny_ckpt / "last.pt"), tiny_ckpt
     for args in (["--inpaint", str(out / "gray.png"), "--mask-box", "0,14,28,28", "--steps", "4", "--resample", "2",
                   "--jump-length", "2", "--class", "1", "-n", "2"],
@@ -143,32 +143,39 @@ def test_sample_py_editing_commands_write_side_by_side_pictures(tiny_ckpt):
                   "--negative-class", "5", "--dynamic-threshold", "0.9", "--variance", "large", "-n", "2"],
                  ["--inpaint", str(out / "gray.png"), "--mask-box", "0,0,10,10", "--sampler", "ddim", "--eta", "1",
                   "--steps", "4", "--class", "3", "-n", "2", "--spacing", "leading"]):
-        r = sample("--ckpt", ckpt, "--out", str(out / "edit.png"), *args)
+        r = script("edit.py", "--ckpt", ckpt, "--out", str(out / "edit.png"), *args)
         assert r.returncode == 0, r.stderr
         assert Image.open(out / "edit.png").width > 3 * 28
         if "--invert" in args:
             assert "PSNR" in r.stdout and "SSIM" in r.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--inpaint", "gray.png", "--mask", "small_mask.png", "--class", "1"], "must have the image's size"),
-    (["--inpaint", "gray.png", "--mask", "rgb.png", "--class", "1"], "must be grayscale"),
-    (["--init", "rgb.png", "--class", "1"], "an RGB image, but the model makes grayscale images"),
-    (["--init", "gray.png", "--strength", "0", "--class", "1"], "must be in (0, 1]"),
-    (["--init", "gray.png", "--strength", "1.5", "--class", "1"], "must be in (0, 1]"),
-    (["--inpaint", "gray.png", "--mask-box", "0,0,40,10", "--class", "1"], "must lie inside"),
-    (["--init", "missing.png", "--class", "1"], "no such image file"),
-    (["--sampler", "ddpm", "--eta", "0.5"], "--eta is DDIM's noise"),
-    (["--variance", "large"], "--variance is the ddpm sampler's"),
-    (["--mask-box", "0,0,4,4"], "--mask-box goes with --inpaint"),
-    (["--strength", "0.3"], "--strength goes with --init"),
-    (["--init", "gray.png", "--class", "1", "--strip"], "--strip draws plain samples"),
-    (["--init", "gray.png", "--invert", "gray.png"], "one edit at a time"),
-    (["--min-d-prob", "0.5"], "needs a GAN checkpoint"),
+@pytest.mark.parametrize("name,args,message", [
+    ("edit.py", ["--inpaint", "gray.png", "--mask", "small_mask.png", "--class", "1"], "must have the image's size"),
+    ("edit.py", ["--inpaint", "gray.png", "--mask", "rgb.png", "--class", "1"], "must be grayscale"),
+    ("edit.py", ["--init", "rgb.png", "--class", "1"], "an RGB image, but the model makes grayscale images"),
+    ("edit.py", ["--init", "gray.png", "--strength", "0", "--class", "1"], "must be in (0, 1]"),
+    ("edit.py", ["--init", "gray.png", "--strength", "1.5", "--class", "1"], "must be in (0, 1]"),
+    ("edit.py", ["--inpaint", "gray.png", "--mask-box", "0,0,40,10", "--class", "1"], "must lie inside"),
+    ("edit.py", ["--init", "missing.png", "--class", "1"], "no such image file"),
+    ("edit.py", ["--init", "gray.png", "--class", "1", "--sampler", "ddpm", "--eta", "0.5"], "--eta is DDIM's noise"),
+    ("sample.py", ["--sampler", "ddpm", "--eta", "0.5"], "--eta is DDIM's noise"),
+    ("sample.py", ["--variance", "large"], "--variance is the ddpm sampler's"),
+    ("edit.py", ["--mask-box", "0,0,4,4"], "--mask-box goes with --inpaint"),
+    ("edit.py", ["--strength", "0.3"], "--strength goes with --init"),
+    ("edit.py", ["--class", "1"], "say what to edit"),
+    ("edit.py", ["--init", "gray.png", "--class", "1", "--strip"], "unrecognized arguments: --strip"),
+    ("edit.py", ["--init", "gray.png", "--invert", "gray.png"], "one edit at a time"),
+    ("edit.py", ["--invert", "gray.png", "-n", "3"], "--invert works on one image"),
+    ("sample.py", ["--min-d-prob", "0.5"], "needs a GAN checkpoint"),
+    # the command lines of before edit.py: one line naming it
+    ("sample.py", ["--inpaint", "gray.png", "--mask-box", "0,0,4,4"], "editing is edit.py's now"),
+    ("sample.py", ["--init", "gray.png"], "--init: editing is edit.py's now"),
+    ("sample.py", ["--invert", "gray.png"], "--invert: editing is edit.py's now"),
 ])
-def test_sample_py_editing_rejects_bad_input_in_one_line(tiny_ckpt, args, message):
+def test_sample_and_edit_reject_bad_input_in_one_line(tiny_ckpt, name, args, message):
     args = [str(tiny_ckpt / a) if a.endswith(".png") else a for a in args]
-    r = sample("--ckpt", str(tiny_ckpt / "last.pt"), "--out", str(tiny_ckpt / "x.png"), *args)
+    r = script(name, "--ckpt", str(tiny_ckpt / "last.pt"), "--out", str(tiny_ckpt / "x.png"), *args)
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
 

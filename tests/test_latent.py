@@ -4,6 +4,7 @@ grid, and a tiny latent model end to end (train, resume bit-exactly, sample, ref
 import pytest
 import torch
 
+import edit as edit_py
 import sample
 import train_ddpm
 import train_ldm
@@ -92,7 +93,7 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
     Image.open(image).convert("L").resize((28, 28)).save(tmp_path / "in.png")
     for edit in (["--inpaint", str(tmp_path / "in.png"), "--mask-box", "0,0,14,28", "--resample", "1"],
                  ["--init", str(tmp_path / "in.png")], ["--invert", str(tmp_path / "in.png"), "-n", "1"]):
-        assert sample.run(sample.main, ckpt + ["--steps", "2", "--out", str(tmp_path / "edit.png")] + edit) == 0
+        assert edit_py.run(edit_py.main, ckpt + ["--steps", "2", "--out", str(tmp_path / "edit.png")] + edit) == 0
     assert sample.run(sample.main, ckpt + ["--color-target", "1", "--steps", "2", "--out", str(tmp_path / "c.png")]) == 0
     assert sample.run(sample.main, ckpt + ["--dynamic-threshold", "0.9", "--out", str(tmp_path / "c.png")]) == 2
     assert "acts on noisy pixels during sampling" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+import edit
 import sample
 import train_ldm
 from minigen import pipelines
@@ -118,7 +119,7 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(text_aut
     # Text-guided inpainting: replace a region of an RGB image by prompt (original | mask | kept | results).
     from PIL import Image
     Image.new("RGB", (32, 32), (128, 128, 128)).save(tmp_path / "gray.png")
-    assert sample.run(sample.main, ckpt + ["--inpaint", str(tmp_path / "gray.png"), "--mask-box", "8,8,24,24", "-n", "2",
+    assert edit.run(edit.main, ckpt + ["--inpaint", str(tmp_path / "gray.png"), "--mask-box", "8,8,24,24", "-n", "2",
                                            "--prompt", "a large green triangle in the centre on gray",
                                            "--out", str(tmp_path / "inpaint.png")]) == 0
     assert Image.open(tmp_path / "inpaint.png").size[0] > 5 * 32
