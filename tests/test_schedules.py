@@ -28,7 +28,7 @@ def test_linear_schedule_matches_ho_et_al_reference_values():
 
 
 def test_linear_schedule_is_not_silently_rescaled_for_other_T():
-    """The seeds' T = 512 example is exactly linspace(1e-4, 0.02, 512); rescaling is opt-in."""
+    """A T = 512 chain's linear schedule is exactly linspace(1e-4, 0.02, 512); rescaling is opt-in."""
     betas = make_betas("linear", 512)
     assert betas[0].item() == 1e-4 and betas[-1].item() == pytest.approx(0.02, rel=1e-12)
     rescaled = make_betas("linear", 500, rescale=True)

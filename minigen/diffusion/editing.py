@@ -115,7 +115,7 @@ def colour_loss(target) -> callable:
 
 def clip_loss(encode_image, target: torch.Tensor) -> callable:
     """Σ over images of 1 − cos(E_img(x̂_0), T): as loss guidance it pulls each sample towards a
-    prompt's embedding T (E,) in a CLIP's joint space (CLIP guidance, as in the seeds and in
+    prompt's embedding T (E,) in a CLIP's joint space (CLIP guidance, as in
     Nichol et al. 2022's GLIDE §3.2, there with a noise-aware CLIP; here the clean-image CLIP on
     x̂_0). A sum, not a mean: each image's pull does not depend on how many are drawn."""
     def loss(x0_pred: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ Everything is computed in float64: ᾱ_T for the linear schedule is about 4e-5, 
 square root and 1 − ᾱ near t = 0 lose digits in float32.
 
 Indices are 0-based, as in code: β[0] is the paper's β_1. `python -m minigen.diffusion.schedules`
-prints ᾱ_t and SNR for each schedule and draws them (the README's comparison picture).
+prints ᾱ_t and SNR for each schedule and draws them (docs/schedules.png, in docs/math.md).
 """
 
 import argparse

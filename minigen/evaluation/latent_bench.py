@@ -12,7 +12,7 @@ For each, in turns (bench.median_times), so that both see the same machine:
                includes decoding the result once
 
 and FLOPs per image counted by torch.utils.flop_counter (the decoder included), so the
-speed-up can be read against the arithmetic saved. Prints the Markdown table the README quotes
+speed-up can be read against the arithmetic saved. Prints the Markdown table docs/latent_diffusion.md quotes
 and writes it with the numbers as JSON to --out.
 """
 

@@ -1,10 +1,19 @@
-"""The architecture change changed structure, not results: the bits recorded from the code before
-it (tests/data/before_refactor, made by make_reference.py there with the format-1 checkpoints
-beside it) come out again, through the new seams: the pipeline loader, the denoiser and its
-guidance wrappers, the one sampling loop, and the editing pieces.
+"""Old checkpoints still load, and still give the samples, edits, inversions, GAN draws and
+training losses they gave when they were written, through today's seams (the pipeline loader,
+the denoiser and its guidance wrappers, the one sampling loop, the editing pieces).
 
-Bit-for-bit equality holds for one torch build on one kind of CPU (convolution kernels differ
-between builds and instruction sets); on another torch version the test is skipped.
+What is kept here, and why: the four format-1 checkpoints in tests/data/before_refactor (two
+tiny U-Nets, a GAN, a noise-aware ViT, written by the scripts before the first architecture
+change; made by make_reference.py there) are what users' old checkpoints look like, so they are
+loaded on every torch build; the samples recorded from them (samples.pt) catch any change of a
+formula, which moves a sample by far more than the tolerance below.
+
+What was cut: bit-for-bit equality. It held for one torch build on one kind of CPU only (the
+records differ by up to 1.2e-4 relative on another x86 CPU with the same torch 2.13, from its
+convolution kernels), so it skipped everywhere else and failed on other CPUs. The refactors
+that moved these files (one home per formula, train_ldm.py, edit.py) were checked bit for bit
+on the machine that made them, before and after, with a throw-away script; here the samples
+are compared to 1e-3 of their range, and the losses to 1e-3 relative.
 """
 
 import json
@@ -24,8 +33,6 @@ from minigen.interpolation import slerp
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "before_refactor"
 REF = torch.load(DATA / "samples.pt", weights_only=True)
-pytestmark = pytest.mark.skipif(REF["torch_version"] != str(torch.__version__),
-                                reason=f"references recorded with torch {REF['torch_version']}")
 
 
 def g(seed: int) -> torch.Generator:
@@ -39,7 +46,11 @@ def pipes():
 
 
 def same(name: str, x: torch.Tensor) -> None:
-    assert torch.equal(x, REF[name]), f"{name}: max difference {(x - REF[name]).abs().max().item():.3g}"
+    """The recorded sample, to float rounding: within 1e-3 of its range."""
+    tolerance = 1e-3 * max(1.0, REF[name].abs().max().item())
+    assert x.shape == REF[name].shape
+    assert torch.allclose(x, REF[name], rtol=0, atol=tolerance), \
+        f"{name}: max difference {(x - REF[name]).abs().max().item():.3g} (tolerance {tolerance:.3g})"
 
 
 Y = torch.tensor([0, 3, 7, 9])
@@ -150,4 +161,7 @@ def test_training_runs_log_the_same_losses(tmp_path, script, name, args):
     rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == len(REF[f"metrics_{name}"])
     for before, now in zip(REF[f"metrics_{name}"], rows):
-        assert {k: v for k, v in before.items() if k != "time"} == {k: now[k] for k in before if k != "time"}
+        assert now["step"] == before["step"]
+        for k, v in before.items():
+            if k not in ("time", "step"):
+                assert now[k] == pytest.approx(v, rel=1e-3, abs=1e-6), (before["step"], k)
