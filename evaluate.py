@@ -125,6 +125,65 @@ def classification_accuracy_score(x, y, test, config: ViTConfig, steps: int, see
         return accuracy(model(tx.to(device)).cpu(), ty)
 
 
+def timed(draw, repeats: int = 5):
+    """draw() `repeats` times: its last result and the median seconds (a GAN or a VAE draws in
+    milliseconds, where one timing is mostly noise)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x = draw()
+        times.append(time.perf_counter() - start)
+    return x, sorted(times)[len(times) // 2]
+
+
+class Table:
+    """The rows of the trilemma table: each generator's samples judged against the real images."""
+
+    def __init__(self, judge, real_feats, grain_limit, test, chosen, cas_steps: int, seed: int, device, clip=None,
+                 captioning=None):
+        self.judge, self.real_feats, self.grain_limit, self.test, self.chosen = judge, real_feats, grain_limit, test, chosen
+        self.cas_steps, self.seed, self.device, self.clip, self.captioning = cas_steps, seed, device, clip, captioning
+        self.rows = []
+
+    @torch.no_grad()
+    def clip_score_of(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """CLIPScore (Hessel et al. 2021) of each image against its class's caption (phrasing 0), with minigen's CLIP."""
+        texts = self.clip.encode_text(self.captioning.describe(y[:, None], 0))
+        images = torch.cat([self.clip.encode_image(x[i:i + 250]) for i in range(0, len(x), 250)])
+        return clip_score(images.cpu(), texts.cpu())
+
+    def measure(self, name: str, x: torch.Tensor, y: torch.Tensor | None, seconds: float | None, note: str = ""):
+        """One row; without labels (y None) there is no class accuracy and no CAS."""
+        feats, probs = judge_outputs(self.judge, x, self.device)
+        precision, recall = precision_recall(self.real_feats[:len(x)], feats, k=3)
+        row = {"model": name, "n": len(x), "FD": frechet_distance_of(self.real_feats, feats),
+               "precision": precision, "recall": recall, "accuracy": accuracy(probs, y) if y is not None else None,
+               "IS": inception_score(probs),
+               "CAS": classification_accuracy_score(x, y, self.test, self.judge.config, self.cas_steps, self.seed,
+                                                    self.device)
+               if y is not None and len(self.chosen) > 1 else None,         # one class: nothing to tell apart
+               "grainy": grainy_fraction(x, self.grain_limit),
+               "CLIPScore": self.clip_score_of(x, y) if self.clip is not None and y is not None else None,
+               "images_per_s": len(x) / seconds if seconds else None,
+               "s_per_image": seconds / len(x) if seconds else None, "note": note}
+        self.rows.append(row)
+        speed = f"{row['images_per_s']:.1f} img/s" if seconds else "-"
+        print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {fmt(row['accuracy'])}  "
+              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  grainy {row['grainy']:.1%}  "
+              + (f"CLIPScore {fmt(row['CLIPScore'])}  " if self.clip is not None else "") + speed)
+
+    def markdown(self) -> str:
+        score = self.clip is not None                    # the CLIPScore column, with a CLIP
+        header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | grainy ↓ | "
+                  + ("CLIPScore ↑ | " if score else "") + "images/s ↑ | s/image |\n|---|---|---|---|---|---|---|---|---|"
+                  + ("---|" if score else "") + "---|---|")
+        return "\n".join([header] + [
+            f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {fmt(r['accuracy'])} "
+            f"| {r['IS']:.2f} | {fmt(r['CAS'])} | {r['grainy']:.1%} | " + (f"{fmt(r['CLIPScore'])} | " if score else "")
+            + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |" if r["images_per_s"] else "- | - |")
+            for r in self.rows])
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device, reason = pick_device(args.device)
@@ -176,8 +235,6 @@ def main(argv=None) -> int:
     real_feats, _ = judge_outputs(judge, real_images, device)
     grain_limit = speckle_limit(real_images)                        # speckles 99% of real images stay within
 
-    rows = []
-
     if clip is not None:
         if clip.image_shape != train.shape:
             raise MinigenError(f"--clip {args.clip}: sees {'x'.join(map(str, clip.image_shape))} images, the judge's data "
@@ -185,36 +242,11 @@ def main(argv=None) -> int:
         if len(train.captioning.attributes) != 1:
             raise MinigenError(f"--clip: {data['dataset']}'s captions name {len(train.captioning.attributes)} attributes; a "
                                "class label says only one of them, so CLIPScore needs the prompts of a text-to-image model")
-
-    @torch.no_grad()
-    def clip_score_of(x: torch.Tensor, y: torch.Tensor) -> float:
-        """CLIPScore (Hessel et al. 2021) of each image against its class's caption (phrasing 0), with minigen's CLIP."""
-        texts = clip.encode_text(train.captioning.describe(y[:, None], 0))
-        images = torch.cat([clip.encode_image(x[i:i + 250]) for i in range(0, len(x), 250)])
-        return clip_score(images.cpu(), texts.cpu())
-
-    def measure(name: str, x: torch.Tensor, y: torch.Tensor | None, seconds: float | None, note: str = ""):
-        """One row; without labels (y None) there is no class accuracy and no CAS."""
-        feats, probs = judge_outputs(judge, x, device)
-        precision, recall = precision_recall(real_feats[:len(x)], feats, k=3)
-        row = {"model": name, "n": len(x), "FD": frechet_distance_of(real_feats, feats),
-               "precision": precision, "recall": recall, "accuracy": accuracy(probs, y) if y is not None else None,
-               "IS": inception_score(probs),
-               "CAS": classification_accuracy_score(x, y, test, judge.config, args.cas_steps, args.seed, device)
-               if y is not None and len(chosen) > 1 else None,         # one class: nothing to tell apart
-               "grainy": grainy_fraction(x, grain_limit),
-               "CLIPScore": clip_score_of(x, y) if clip is not None and y is not None else None,
-               "images_per_s": len(x) / seconds if seconds else None,
-               "s_per_image": seconds / len(x) if seconds else None, "note": note}
-        rows.append(row)
-        speed = f"{row['images_per_s']:.1f} img/s" if seconds else "-"
-        print(f"{name:28s} FD {row['FD']:8.3f}  P {precision:.3f}  R {recall:.3f}  acc {fmt(row['accuracy'])}  "
-              f"IS {row['IS']:.2f}  CAS {fmt(row['CAS'])}  grainy {row['grainy']:.1%}  "
-              + (f"CLIPScore {fmt(row['CLIPScore'])}  " if clip is not None else "") + speed)
+    table = Table(judge, real_feats, grain_limit, test, chosen, args.cas_steps, args.seed, device, clip, train.captioning)
 
     # ---- the floor: real held-out images --------------------------------------------------
     tx, ty = test.batch(torch.arange(min(n, len(test))))
-    measure("real test images (floor)", tx, ty, None)
+    table.measure("real test images (floor)", tx, ty, None)
 
     # ---- autoencoders' reconstructions of the same test images: a latent model's ceiling --------
     ceilings = ([("VAE reconstructions (ceiling)", vae.reconstruct)] if vae is not None else []) + (
@@ -222,7 +254,7 @@ def main(argv=None) -> int:
     for name, reconstruct in ceilings:
         rec = torch.cat([reconstruct(tx[i:i + 250].to(device)).cpu() for i in range(0, len(tx), 250)])
         p, s = psnr(rec, tx), ssim(rec, tx)
-        measure(name, rec, ty, None, note=f"PSNR {p:.2f} dB, SSIM {s:.3f} on {len(tx)} test images")
+        table.measure(name, rec, ty, None, note=f"PSNR {p:.2f} dB, SSIM {s:.3f} on {len(tx)} test images")
         print(f"{'':28s} reconstruction PSNR {p:.2f} dB, SSIM {s:.3f} (held-out test images)")
 
     # ---- the GAN -----------------------------------------------------------------------------
@@ -231,26 +263,16 @@ def main(argv=None) -> int:
             raise MinigenError(f"{args.gan}: makes {'x'.join(map(str, gan.image_shape))} images, the judge's "
                                f"data is {'x'.join(map(str, train.shape))}")
         seed_everything(args.seed)
-        draw = lambda: gan.sample(labels, n, torch.Generator(device=device).manual_seed(args.seed))[0]
-        times = []
-        for _ in range(5):                          # a GAN draws in milliseconds: take the median of 5
-            start = time.perf_counter()
-            x = draw()
-            times.append(time.perf_counter() - start)
-        measure("GAN", x.cpu(), labels, sorted(times)[2])
+        x, seconds = timed(lambda: gan.sample(labels, n, torch.Generator(device=device).manual_seed(args.seed))[0])
+        table.measure("GAN", x.cpu(), labels, seconds)
 
     # ---- the VAE as a generator: decoded draws from the prior, unconditional -------------------
     if vae is not None:
         if vae.image_shape != train.shape:
             raise MinigenError(f"{args.vae}: makes {'x'.join(map(str, vae.image_shape))} images, the judge's "
                                f"data is {'x'.join(map(str, train.shape))}")
-        draw = lambda: vae.sample(n, torch.Generator(device=device).manual_seed(args.seed))
-        times = []
-        for _ in range(5):                          # milliseconds, like the GAN: the median of 5
-            start = time.perf_counter()
-            x = draw()
-            times.append(time.perf_counter() - start)
-        measure("VAE (prior samples)", x.cpu(), None, sorted(times)[2])
+        x, seconds = timed(lambda: vae.sample(n, torch.Generator(device=device).manual_seed(args.seed)))
+        table.measure("VAE (prior samples)", x.cpu(), None, seconds)
 
     # ---- the diffusion model at several step counts and guidance scales ------------------
     if pipe is not None:
@@ -269,26 +291,18 @@ def main(argv=None) -> int:
             where = f" at σ in ({args.guidance_interval[0]:g}, {args.guidance_interval[1]:g}]" if args.guidance_interval else ""
             where += f", rescaled φ={args.guidance_rescale:g}" if args.guidance_rescale else ""
             name = {"ddpm": "DDPM", "ddim": "DDIM", "dpm++": "DPM-Solver++", "cm": "consistency"}[sampler]
-            measure(f"{name} {steps} steps, w={w:g}{where}", x.cpu(), labels[:m], time.perf_counter() - start)
+            table.measure(f"{name} {steps} steps, w={w:g}{where}", x.cpu(), labels[:m], time.perf_counter() - start)
 
     # ---- samples from any model, from files ----------------------------------------------------
     for path, (images, file_labels) in samples.items():
         y = torch.from_numpy(file_labels).long() if file_labels is not None else None
-        measure(f"samples: {Path(path).name}", to_float(torch.from_numpy(images)), y, None)
+        table.measure(f"samples: {Path(path).name}", to_float(torch.from_numpy(images)), y, None)
 
     # ---- report -------------------------------------------------------------------------------
-    score = clip is not None                         # the CLIPScore column, with a CLIP
-    header = ("| model | n | FD ↓ | precision ↑ | recall ↑ | class accuracy ↑ | IS ↑ | CAS ↑ | grainy ↓ | "
-              + ("CLIPScore ↑ | " if score else "") + "images/s ↑ | s/image |\n|---|---|---|---|---|---|---|---|---|"
-              + ("---|" if score else "") + "---|---|")
-    lines = [header] + [
-        f"| {r['model']} | {r['n']} | {r['FD']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | {fmt(r['accuracy'])} "
-        f"| {r['IS']:.2f} | {fmt(r['CAS'])} | {r['grainy']:.1%} | " + (f"{fmt(r['CLIPScore'])} | " if score else "")
-        + (f"{r['images_per_s']:.1f} | {r['s_per_image']:.4f} |" if r["images_per_s"] else "- | - |") for r in rows]
-    table = "\n".join(lines)
-    (out / "trilemma.md").write_text(table + "\n")
-    (out / "trilemma.json").write_text(json.dumps({"device": reason, "seed": args.seed, "rows": rows}, indent=2))
-    print("\n" + table)
+    text = table.markdown()
+    (out / "trilemma.md").write_text(text + "\n")
+    (out / "trilemma.json").write_text(json.dumps({"device": reason, "seed": args.seed, "rows": table.rows}, indent=2))
+    print("\n" + text)
     print(f"\nwrote {out / 'trilemma.md'} and {out / 'trilemma.json'}")
     return 0
 

@@ -16,7 +16,7 @@ Three attention modules, one idea:
                            projections as 1x1 convolutions (the U-Net's, as in Ho et al.'s code).
     SpatialCrossAttention  the H·W positions of a feature map as queries, a context's tokens (text)
                            as keys and values: MultiHeadAttention on the flattened map.
-Both compute softmax(Q·Kᵀ/√d)·V per head by F.scaled_dot_product_attention.
+All three compute softmax(Q·Kᵀ/√d)·V per head by F.scaled_dot_product_attention.
 """
 
 import math
