@@ -1,5 +1,5 @@
 """Progressive distillation (Salimans & Ho 2022): the target by hand, an exact student of an
-analytic teacher, and a tiny distil.py run that checkpoints, resumes bit-exactly and samples."""
+analytic teacher, and a tiny distill.py run that checkpoints, resumes bit-exactly and samples."""
 
 import math
 from pathlib import Path

@@ -13,9 +13,9 @@ Papers:
         x_{t_prev} = μ(x_t, x̂_0, ε̂) + σ·z,   z ~ N(0, I), no noise on the last step
 
 `sample` is that loop and nothing more: the denoiser (with whatever guidance wraps it,
-guidance.py), the step (DDPM's or DDIM's from process.py; DPM-Solver++(2M) or consistency
-sampling below), the timesteps (any descending
-list: respaced, or starting part-way down for SDEdit), a per-step projection (inpainting puts
+guidance.py), the step (DDPM's, DDIM's or consistency sampling's, all from process.py;
+DPM-Solver++(2M), which keeps a short history, below), the timesteps (any descending list:
+respaced, or starting part-way down for SDEdit), a per-step projection (inpainting puts
 the known pixels back) and a callback (progress pictures) come in from outside, so a new
 sampler, a new kind of conditioning or a new edit adds no parameter here.
 """
