@@ -29,13 +29,15 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
-from minigen.cli import Parser, at_least, between, interval, non_negative, number, run, writable_folder
+from minigen.cli import (Parser, add_config_args, at_least, between, interval, non_negative, number, parse_config, run,
+                         setting, writable_folder)
 from minigen.data import DataConfig, to_float, train_and_test
 from minigen.data.readers import read_samples
 from minigen.device import pick_device, seed_everything
@@ -57,42 +59,43 @@ def numbers(base, check=None):
     return lambda text: [one(part) for part in text.split(",")]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--judge", required=True, help="ViT checkpoint from train_vit.py, trained on the same data")
-    p.add_argument("--gan", default=None, help="GAN checkpoint from train_gan.py")
-    p.add_argument("--ddpm", default=None, help="diffusion checkpoint from train_ddpm.py")
-    p.add_argument("--samples", action="append", default=[], metavar="FILE.npz",
-                   help="samples from any model: uint8 `images` (N, H, W, C) and, for class accuracy and CAS, "
-                        "`labels` (sample.py --save-npz writes them); repeatable, one row each")
-    p.add_argument("--only-classes", default=None, metavar="NAMES",
-                   help="comma-separated class names: draw samples of these classes only and compare them with the "
-                        "real images of these classes (e.g. a class a model was fine-tuned on)")
-    p.add_argument("--drop-classes", default=None, metavar="NAMES",
-                   help="comma-separated class names left out of the samples and of the real images")
-    p.add_argument("-n", type=number(int, at_least(10)), default=200, help="samples per row (default: 200)")
-    p.add_argument("--guidance", type=numbers(float), default=[1.0, 3.0], help="comma-separated guidance scales for the DDIM and DPM-Solver++ rows (default: 1,3)")
-    p.add_argument("--guidance-interval", type=interval, default=None, metavar="LOW,HIGH",
-                   help="guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 (Kynkäänniemi et al. 2024)")
-    p.add_argument("--guidance-rescale", type=number(float, between(0, 1)), default=0.0, metavar="PHI",
-                   help="rescaled guidance with weight PHI, e.g. 0.7 (Lin et al. 2024; default: 0, off)")
-    p.add_argument("--vae", metavar="CKPT", help="a VAE (train_vae.py): a row of its prior samples, unconditional")
-    p.add_argument("--clip", metavar="CKPT", help="a CLIP (train_clip.py) on the same data: adds CLIPScore, each "
-                                                  "class-conditional sample against its class's caption")
-    p.add_argument("--ddpm-steps", type=number(int, non_negative), default=1000, help="steps of the ancestral DDPM row (default: 1000; 0: skip)")
-    p.add_argument("--ddpm-n", type=number(int, at_least(1)), default=None,
-                   help="samples in the ancestral DDPM row, which is 20-100x slower than the others (default: -n)")
-    p.add_argument("--ddim-steps", type=numbers(int, at_least(1)), default=[50, 10], help="comma-separated DDIM step counts (default: 50,10)")
-    p.add_argument("--dpm-steps", type=numbers(int, at_least(1)), default=[],
-                   help="comma-separated DPM-Solver++(2M) step counts, e.g. 5,10,20 (default: none)")
-    p.add_argument("--cm-steps", type=numbers(int, at_least(1)), default=[],
-                   help="comma-separated step counts of multistep consistency sampling, for a consistency "
-                        "student (distill.py --method consistency; default: none)")
-    p.add_argument("--cas-steps", type=number(int, at_least(1)), default=300, help="training steps of the CAS classifier (default: 300)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the samples (default: 0)")
-    p.add_argument("--out", default="runs/eval", help="folder for trilemma.json and trilemma.md (default: runs/eval)")
-    p.add_argument("--device", default=None, help="cpu | cuda | mps (default: the best available)")
-    return p
+@dataclass
+class EvaluateConfig:
+    judge: str = setting(None, "ViT checkpoint from train_vit.py, trained on the same data", required=True)
+    gan: str | None = setting(None, "GAN checkpoint from train_gan.py")
+    ddpm: str | None = setting(None, "diffusion checkpoint from train_ddpm.py or train_ldm.py (class-conditional)")
+    samples: list | None = setting(None, "samples from any model: uint8 `images` (N, H, W, C) and, for class accuracy "
+                                         "and CAS, `labels` (sample.py --save-npz writes them); repeatable, one row each",
+                                   repeat=True, metavar="FILE.npz")
+    only_classes: str | None = setting(None, "comma-separated class names: draw samples of these classes only and "
+                                             "compare them with the real images of these classes (e.g. a class a "
+                                             "model was fine-tuned on)", metavar="NAMES")
+    drop_classes: str | None = setting(None, "comma-separated class names left out of the samples and of the real "
+                                             "images", metavar="NAMES")
+    n: int = setting(200, "samples per row", check=at_least(10), flag="-n")
+    guidance: tuple = setting((1.0, 3.0), "comma-separated guidance scales for the DDIM and DPM-Solver++ rows",
+                              parse=numbers(float), metavar="W,...")
+    guidance_interval: tuple | None = setting(None, "guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 "
+                                                    "(Kynkäänniemi et al. 2024)", parse=interval, metavar="LOW,HIGH")
+    guidance_rescale: float = setting(0.0, "rescaled guidance with weight PHI, e.g. 0.7 (Lin et al. 2024; 0: off)",
+                                      check=between(0, 1), metavar="PHI")
+    vae: str | None = setting(None, "a VAE (train_vae.py): a row of its prior samples, unconditional", metavar="CKPT")
+    clip: str | None = setting(None, "a CLIP (train_clip.py) on the same data: adds CLIPScore, each class-conditional "
+                                     "sample against its class's caption", metavar="CKPT")
+    ddpm_steps: int = setting(1000, "steps of the ancestral DDPM row (0: skip)", check=non_negative)
+    ddpm_n: int | None = setting(None, "samples in the ancestral DDPM row, which is 20-100x slower than the others "
+                                       "(default: -n)", check=at_least(1))
+    ddim_steps: tuple = setting((50, 10), "comma-separated DDIM step counts", parse=numbers(int, at_least(1)),
+                                metavar="N,...")
+    dpm_steps: tuple = setting((), "comma-separated DPM-Solver++(2M) step counts, e.g. 5,10,20",
+                               parse=numbers(int, at_least(1)), metavar="N,...")
+    cm_steps: tuple = setting((), "comma-separated step counts of multistep consistency sampling, for a consistency "
+                                  "student (distill.py --method consistency)", parse=numbers(int, at_least(1)),
+                              metavar="N,...")
+    cas_steps: int = setting(300, "training steps of the CAS classifier", check=at_least(1))
+    seed: int = setting(0, "seed of the samples")
+    out: str = setting("runs/eval", "folder for trilemma.json and trilemma.md")
+    device: str | None = setting(None, "cpu | cuda | mps (default: the best available)")
 
 
 @torch.no_grad()
@@ -185,7 +188,9 @@ class Table:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, EvaluateConfig)
+    args, _ = parse_config(parser, EvaluateConfig, argv)
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
     out = writable_folder(args.out)
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
     gan = pipelines.load(args.gan, device, kind="gan") if args.gan else None
     vae = pipelines.load(args.vae, device, kind="vae") if args.vae else None
     clip = pipelines.load(args.clip, device, kind="clip") if args.clip else None
-    samples = {path: read_samples(path) for path in args.samples}     # read (and refused) before any work
+    samples = {path: read_samples(path) for path in args.samples or ()}     # read (and refused) before any work
     pipe = pipelines.load(args.ddpm, device, kind="ddpm") if args.ddpm else None
     if pipe is not None and pipe.tokenizer is not None:
         raise MinigenError(f"{args.ddpm}: a text-conditional model draws prompts, not classes; measure it with "
