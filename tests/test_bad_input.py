@@ -24,6 +24,7 @@ import train_ddpm
 import train_gan
 import train_ldm
 import train_vit
+from minigen.training.runlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "before_refactor"          # a tiny diffusion model, GAN and ViT
@@ -214,8 +215,9 @@ def test_one_run_owns_an_output_folder_and_a_killed_one_leaves_it_free(tmp_path)
             time.sleep(0.1)
         assert (out / ".lock").exists(), first.communicate()[1] if first.poll() is not None else ""
         second = run_script(*common, "--steps", "2")
-        _, err = second.communicate(timeout=120)
+        out_text, err = second.communicate(timeout=120)
         assert second.returncode == 2 and f"is in use by another run (process {first.pid}" in err, err
+        assert "data:" not in out_text and "model:" not in out_text      # refused before any work
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()
@@ -225,6 +227,40 @@ def test_one_run_owns_an_output_folder_and_a_killed_one_leaves_it_free(tmp_path)
     _, err = third.communicate(timeout=120)
     assert third.returncode == 0, err
     assert not (out / ".lock").exists() and not list(out.glob(".*.tmp"))
+
+
+def test_a_lock_is_judged_by_its_process_and_one_from_another_host_says_how_to_clear_it(tmp_path, capsys):
+    """A lock names a process by id, host and start time: an id now used by another process (here
+    the test's own parent, alive, but with another start time) is no owner; a lock from another
+    host cannot be checked, so the refusal names the lock file to delete."""
+    import socket
+    common = ["--preset", "tiny", "--batch-size", "8", "--steps", "1", "--sample-every", "0"]
+    out = tmp_path / "reused"
+    out.mkdir()
+    (out / ".lock").write_text(f"{os.getppid()} {socket.gethostname()} 1")
+    assert train_gan.run(train_gan.main, [*common, "--out", str(out)]) == 0
+    out = tmp_path / "elsewhere"
+    out.mkdir()
+    (out / ".lock").write_text("123 another-host 456")
+    assert train_gan.run(train_gan.main, [*common, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "on another host, another-host" in err and f"delete {out / '.lock'}" in err, err
+
+
+def test_a_new_run_starts_its_own_log_and_a_finished_runs_folder_stays_its_own(tmp_path, capsys):
+    """Rows left by a run killed before its first checkpoint are not the next run's; and once a
+    run has finished, a second run into its folder is refused, its checkpoint untouched."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 99, "loss": 5.0}\n')
+    common = ["--preset", "tiny", "--batch-size", "8", "--steps", "2", "--log-every", "1", "--sample-every", "0",
+              "--out", str(out)]
+    assert train_gan.run(train_gan.main, common) == 0
+    assert [row["step"] for row in read_log(out / "metrics.jsonl")] == [1, 2]
+    before = (out / "last.pt").read_bytes()
+    assert train_gan.run(train_gan.main, common) == 2
+    assert "exists: pass --resume" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == before and not (out / ".lock").exists()
 
 
 def test_a_resumed_run_continues_the_log_from_its_checkpoint(tmp_path, capsys):

@@ -102,10 +102,14 @@ class Run:
         self.device, reason = pick_device(cfg.device)
         self.say(f"device: {reason}" + (f"; {self.world} processes ({dist.get_backend()})" if self.world > 1 else ""))
 
-        # ---- the output folder: this run's alone; resume, or refuse to overwrite ----
+        # ---- the output folder: this run's alone, locked before any work; resume, or refuse to overwrite ----
         self.kind, self.out = kind, Path(cfg.out)
         self.ckpt_path = self.out / "last.pt"
         self.state = None
+        self._made_out = not self.out.exists()
+        if self.main:                               # a second run into this folder stops here, at once
+            writable_folder(self.out)
+            self._lock()
         if cfg.resume:
             self.state = load_checkpoint(self.ckpt_path, kind=kind)
             cfg = self._resumed(cfg, self.state["extra"]["train"], given)
@@ -136,38 +140,54 @@ class Run:
             bar.write(" ".join(map(str, args))) if bar is not None and not bar.disable else print(*args, **kwargs)
 
     def _lock(self) -> None:
-        """One run owns an output folder: OUT/.lock holds its process id and host. A lock whose
-        process is gone (a crash, kill -9) is taken over; a live one refuses the second run."""
+        """One run owns an output folder: OUT/.lock holds its process id, host and the process's
+        start time. A lock whose process is gone (a crash, kill -9), or whose process id now
+        belongs to another process, is taken over; a live one refuses the second run. A lock
+        written on another host cannot be checked from here: the refusal says how to clear it."""
         lock = self.out / ".lock"
-        me = f"{os.getpid()} {socket.gethostname()}"
+        me = _lock_text(os.getpid())
         for _ in range(2):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    pid, host = lock.read_text().split()
-                    alive = host != socket.gethostname() or (int(pid) != os.getpid() and _process_alive(int(pid)))
+                    pid, host, *started = lock.read_text().split()
+                    pid = int(pid)
+                    here = host == socket.gethostname()
+                    alive = not here or (pid != os.getpid() and _process_alive(pid)
+                                         and (not started or started[0] == _process_start(pid)))
                 except (OSError, ValueError):
-                    pid, host, alive = "?", "?", False
+                    pid, host, here, alive = "?", "?", True, False
                 if alive:
-                    raise MinigenError(f"{self.out} is in use by another run (process {pid} on {host}); "
-                                       "wait for it, or pass another --out") from None
+                    where = f"process {pid} on {host}" if here else f"process {pid} on another host, {host}"
+                    raise MinigenError(f"{self.out} is in use by another run ({where}); wait for it or pass another "
+                                       f"--out; if no run uses it, delete {lock}") from None
                 lock.unlink(missing_ok=True)                       # its owner is gone
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self._lock_file = lock
-            atexit.register(self._unlock)
+            atexit.register(_release, lock)               # plain data: the run itself may go before the process
             return
         raise MinigenError(f"{self.out}: could not take the folder's lock {lock}; remove it if no run uses the folder")
 
     def _unlock(self) -> None:
         lock = getattr(self, "_lock_file", None)
-        try:
-            if lock is not None and lock.read_text() == f"{os.getpid()} {socket.gethostname()}":
-                lock.unlink()
-        except OSError:
-            pass
+        if lock is not None:
+            _release(lock)
+            atexit.unregister(_release)
+        self._lock_file = None
+
+    def __del__(self):
+        """A run refused after it took the folder (a bad setting, a missing file) gives it back
+        as soon as it is dropped, not only when the process ends, and leaves no empty folder."""
+        refused = getattr(self, "_lock_file", None) is not None
+        self._unlock()
+        if refused and self._made_out:
+            try:
+                self.out.rmdir()                    # only if empty
+            except OSError:
+                pass
 
     def _resumed(self, cfg, saved: dict, given: set[str]):
         """The saved settings, but for the runtime ones, which come from the command line. A
@@ -201,13 +221,12 @@ class Run:
                 restart_ema(ema, model)
             self.say(said)
         if self.main:                                # from here on the run writes into its folder
-            writable_folder(self.out)
-            self._lock()
             for stale in self.out.glob(".last.pt.*.tmp"):     # left by a save that was killed
                 stale.unlink(missing_ok=True)
             self.log_file = MetricsLog(self.out / "metrics.jsonl")
-            if self.state is not None:
-                self.log_file.keep_until(self.state["step"])   # a killed run's rows past its checkpoint go
+            # a resumed run keeps its rows up to its checkpoint; a new one starts the log afresh
+            # (rows left by a run killed before its first checkpoint are not this run's)
+            self.log_file.keep_until(self.state["step"] if self.state is not None else 0)
         if self.state is not None:
             self.start_step = restore(self.state, model, config, ema, optimizer, scheduler, others)
         self.step = self.start_step
@@ -336,6 +355,28 @@ class Run:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()                          # rank 0 may still be drawing: end the group together
             dist.destroy_process_group()
+
+
+def _release(lock: Path) -> None:
+    """Delete the lock file if this process holds it."""
+    try:
+        if lock.read_text() == _lock_text(os.getpid()):
+            lock.unlink()
+    except OSError:
+        pass
+
+
+def _process_start(pid: int) -> str:
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22), or "-" where
+    there is no /proc: with its id it names one process, even after the id is reused."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "-"
+
+
+def _lock_text(pid: int) -> str:
+    return f"{pid} {socket.gethostname()} {_process_start(pid)}"
 
 
 def _process_alive(pid: int) -> bool:
