@@ -134,6 +134,19 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     assert load_checkpoint(out / "last.pt")["step"] == 2
 
 
+def test_a_diverged_run_stops_with_its_last_good_checkpoint(tmp_path, capsys):
+    """An absurd learning rate: the first step's loss is ordinary, the second's is over 1,000 times
+    larger (still finite). The run stops there, exit status 2, saying it diverged; the
+    checkpoint of step 1 stays, with finite weights."""
+    out = tmp_path / "run"
+    code = train_ddpm.run(train_ddpm.main, [*TINY, "--steps", "20", "--warmup", "0", "--lr", "1000", "--ckpt-every", "1",
+                                            "--log-every", "1", "--sample-every", "0", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "the run diverged" in err and "at step 1 " in err, err
+    state = load_checkpoint(out / "last.pt")
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
 def test_ctrl_c_finishes_the_step_saves_and_exits_cleanly(tmp_path, monkeypatch, capsys):
     """A real SIGINT arriving in the middle of step 3 (during the EMA update): step 3 completes,
     its checkpoint is saved, and the run ends with status 130."""

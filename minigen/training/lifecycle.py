@@ -24,6 +24,7 @@ DistributedDataParallel module, and only rank 0 prints, logs, draws and saves.
 import argparse
 import atexit
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -57,6 +58,11 @@ class RunConfig:
                               check=at_least(1))
     log_every: int = setting(10, "append a line to OUT/metrics.jsonl every N steps", runtime=True,
                              check=at_least(1))
+
+
+# A loss this many times its value at a run's first step (or this large, where that was below 1)
+# has diverged: the weights are past saving, even while every number is still finite.
+DIVERGED = 1000.0
 
 
 class GracefulStop:
@@ -312,15 +318,18 @@ class Run:
         return done % every == 0 or done == self.end_step if last else done % every == 0 and done < self.cfg.steps
 
     def check_finite(self, advice: str, **losses: torch.Tensor) -> None:
-        """Note, on the device, the first step whose loss is NaN or infinite, and its values: no
-        value goes to the host here, so a GPU never waits. The host looks at every log line and
-        before every save, and then stops the run without saving: the last checkpoint stays good."""
+        """Note, on the device, the first step whose loss is NaN or infinite, or has diverged
+        (grown past DIVERGED times its value at the invocation's first step, or past DIVERGED
+        where that was below 1), and its values: no value goes to the host here, so a GPU never
+        waits. The host looks at every log line and before every save, and then stops the run
+        without saving: the last checkpoint stays good."""
         values = torch.stack([v.detach().float() for v in losses.values()])      # (L,)
-        bad = ~torch.isfinite(values).all()
         if self._bad is None:
             self._bad = {"flag": torch.zeros((), dtype=torch.bool, device=values.device),
                          "step": torch.zeros((), dtype=torch.long, device=values.device),
-                         "values": torch.zeros_like(values), "names": list(losses), "advice": advice}
+                         "values": torch.zeros_like(values), "names": list(losses), "advice": advice,
+                         "first": values.abs().clamp(min=1.0)}
+        bad = ~torch.isfinite(values).all() | (values.abs() > DIVERGED * self._bad["first"]).any()
         first = bad & ~self._bad["flag"]
         self._bad["step"] = torch.where(first, self.step - 1, self._bad["step"])     # the 0-based step
         self._bad["values"] = torch.where(first, values, self._bad["values"])
@@ -331,9 +340,11 @@ class Run:
             return
         self.bar.close()
         names, values = self._bad["names"], self._bad["values"].tolist()
-        said = (f"loss became {values[0]}" if len(names) == 1
-                else "losses became " + ", ".join(f"{k} {v}" for k, v in zip(names, values)))
-        raise MinigenError(f"the {said} at step {self._bad['step'].item()}; stopping without saving (the last good "
+        said = (f"loss became {values[0]:.4g}" if len(names) == 1
+                else "losses became " + ", ".join(f"{k} {v:.4g}" for k, v in zip(names, values)))
+        why = "" if not all(map(math.isfinite, values)) else (
+            f" (more than {DIVERGED:g}x its first value, or {DIVERGED:g} where that was below 1: the run diverged)")
+        raise MinigenError(f"the {said} at step {self._bad['step'].item()}{why}; stopping without saving (the last good "
                            f"checkpoint, if any, is {self.ckpt_path}); {self._bad['advice']}")
 
     def log(self, **metrics) -> dict:
