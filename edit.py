@@ -42,8 +42,8 @@ class EditConfig(SamplingConfig):
     inpaint: str | None = setting(None, "regenerate the masked part of IMAGE (RePaint)", metavar="IMAGE")
     mask: str | None = setting(None, "grayscale mask of IMAGE's size: white = regenerate", metavar="MASK")
     mask_box: str | None = setting(None, "regenerate this box (pixels of the model's size)", metavar="x0,y0,x1,y1")
-    jump_length: int = setting(REPAINT_JUMP, "RePaint: steps per resampling block", check=at_least(1))
-    resample: int = setting(REPAINT_RESAMPLE, "RePaint: times each block is denoised", check=at_least(1))
+    jump_length: int = setting(REPAINT_JUMP, "RePaint: steps per resampling block", check=between(1, 1000))
+    resample: int = setting(REPAINT_RESAMPLE, "RePaint: times each block is denoised", check=between(1, 100))
     init: str | None = setting(None, "image-to-image (SDEdit): start from IMAGE noised to --strength", metavar="IMAGE")
     strength: float = setting(0.6, "SDEdit noise level in (0, 1]", check=between(0, 1, low_open=True))
     invert: str | None = setting(None, "DDIM-invert IMAGE to x_T, reconstruct it (PSNR, SSIM) and re-sample the same "

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
-from minigen.cli import (Parser, add_config_args, at_least, between, interval, non_negative, number, parse_config, run,
+from minigen.cli import (GUIDANCE, SEED, Parser, add_config_args, at_least, between, interval, non_negative, number, parse_config, run,
                          setting, writable_folder)
 from minigen.data import DataConfig, to_float, train_and_test
 from minigen.data.readers import read_samples
@@ -72,9 +72,9 @@ class EvaluateConfig:
                                              "model was fine-tuned on)", metavar="NAMES")
     drop_classes: str | None = setting(None, "comma-separated class names left out of the samples and of the real "
                                              "images", metavar="NAMES")
-    n: int = setting(200, "samples per row", check=at_least(10), flag="-n")
+    n: int = setting(200, "samples per row", check=between(10, 50_000), flag="-n")
     guidance: tuple = setting((1.0, 3.0), "comma-separated guidance scales for the DDIM and DPM-Solver++ rows",
-                              parse=numbers(float), metavar="W,...")
+                              parse=numbers(float, GUIDANCE), metavar="W,...")
     guidance_interval: tuple | None = setting(None, "guide only at noise levels σ in (LOW, HIGH], e.g. 0.28,5.42 "
                                                     "(Kynkäänniemi et al. 2024)", parse=interval, metavar="LOW,HIGH")
     guidance_rescale: float = setting(0.0, "rescaled guidance with weight PHI, e.g. 0.7 (Lin et al. 2024; 0: off)",
@@ -93,7 +93,7 @@ class EvaluateConfig:
                                   "student (distill.py --method consistency)", parse=numbers(int, at_least(1)),
                               metavar="N,...")
     cas_steps: int = setting(300, "training steps of the CAS classifier", check=at_least(1))
-    seed: int = setting(0, "seed of the samples")
+    seed: int = setting(0, "seed of the samples", check=SEED)
     out: str = setting("runs/eval", "folder for trilemma.json and trilemma.md")
     device: str | None = setting(None, "cpu | cuda | mps (default: the best available)")
 

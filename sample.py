@@ -55,7 +55,7 @@ class SampleConfig(SamplingConfig):
     strip: bool = setting(False, "also write OUT_strip.png: the reverse process of the first image")
     gif: bool = setting(False, "also write OUT.gif: the whole grid denoising")
     interpolate: int | None = setting(None, "also write OUT_interp.png and .gif: N steps of a spherical walk between "
-                                            "two latents (GAN z, or DDIM x_T with eta 0)", check=at_least(2),
+                                            "two latents (GAN z, or DDIM x_T with eta 0)", check=between(2, 1000),
                                       metavar="N")
     min_d_prob: float | None = setting(None, "GAN only: keep samples the discriminator scores as real with "
                                              "probability >= P (e.g. 0.7), drawing more until there are enough",

@@ -30,7 +30,7 @@ from functools import partial
 
 import torch
 
-from minigen.cli import at_least, non_negative, positive, run, setting
+from minigen.cli import at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, train_and_test
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
@@ -59,7 +59,7 @@ class CLIPTrainConfig(DataConfig, RunConfig):
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
     warmup: int = setting(100, "linear warm-up steps, then cosine decay to 0", check=non_negative)
     weight_decay: float = setting(0.05, "AdamW weight decay", check=non_negative)
-    max_len: int = setting(24, "tokens per caption, [CLS] included (longer captions are cut)", check=at_least(2))
+    max_len: int = setting(24, "tokens per caption, [CLS] included (longer captions are cut)", check=between(2, 512))
     contrast: str | None = setting(None, "make each batch of groups of images that differ only in this attribute "
                                          "(e.g. shape: a circle, a square, a triangle and a cross, all else equal), "
                                          "so the batch's negatives teach it; default: random batches")

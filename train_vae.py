@@ -40,7 +40,7 @@ from minigen.training.lr import warmup_cosine
 class VAETrainConfig(DataConfig, RunConfig):
     preset: str = setting("f4", "autoencoder size: f4 (28-32 px, 4x downsampling), f2 (32 px, 2x: keeps small shapes), f8 (64 px), tiny (tests)",
                           choices=PRESETS)
-    latent_channels: int | None = setting(None, "latent channels c (default: the preset's, 4)", check=at_least(1))
+    latent_channels: int | None = setting(None, "latent channels c (default: the preset's, 4)", check=between(1, 64))
     beta: float = setting(1e-3, "weight of the KL term", check=non_negative)
     steps: int = setting(2000, "total optimizer steps", runtime=True, check=at_least(1))
     batch_size: int = setting(64, "images per step", check=at_least(1))

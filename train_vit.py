@@ -66,7 +66,7 @@ class ViTTrainConfig(DataConfig, RunConfig):
     noise_schedule: str = setting("linear", "β schedule of the noising with --noisy: match the diffusion model's",
                                   choices=SCHEDULES)
     noise_T: int = setting(1000, "number of diffusion steps of the noising with --noisy: match the diffusion model's",
-                           check=at_least(1))
+                           check=between(1, 100_000))
     out: str = setting("runs/vit", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
     eval_every: int = setting(1000, "measure accuracy on 2,000 test images every N steps (0: only at the end)",
                              runtime=True, check=non_negative)

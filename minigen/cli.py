@@ -51,6 +51,12 @@ def between(low, high, low_open: bool = False):
     return check
 
 
+# Upper bounds shared by every script (a value past them fails late, or draws only black and white)
+SEED = between(0, 2**32 - 1)         # NumPy's seeds stop there; torch's at 2^64
+GUIDANCE = between(0, 100)           # classifier-free guidance scale w: past ~30 every pixel saturates
+LOSS_SCALE = between(0, 1000)        # loss and classifier guidance scales
+
+
 def positive(v):
     return None if v > 0 else "must be greater than 0"
 

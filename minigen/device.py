@@ -26,15 +26,15 @@ def allow_tf32() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
-def pick_device(requested: str | None = None) -> tuple[torch.device, str]:
+def pick_device(requested: str | None = None, tf32: bool = True) -> tuple[torch.device, str]:
     """Return (device, reason). Preference: cuda > mps > cpu, unless `requested` names one.
-    On CUDA, fp32 runs as TF32 (`allow_tf32`).
+    On CUDA, fp32 runs as TF32 (`allow_tf32`) unless tf32 is False (the benchmark times both).
 
     The reason is a short sentence for the start-up banner, e.g.
     "cpu: no CUDA or MPS device found (2 threads)".
     """
     device, reason = _choose(requested)
-    if device.type == "cuda":
+    if device.type == "cuda" and tf32:
         allow_tf32()
     return device, reason
 
@@ -45,8 +45,16 @@ def _choose(requested: str | None) -> tuple[torch.device, str]:
             device = torch.device(requested)
         except RuntimeError:
             raise MinigenError(f"--device {requested}: not a device; use cpu, cuda, cuda:N or mps") from None
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise MinigenError(f"--device {requested}: minigen runs on cpu, cuda, cuda:N or mps")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise MinigenError(f"--device {requested} was asked for but torch sees no CUDA device; "
+                               "leave --device out to use the CPU")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise MinigenError(f"--device {requested}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise MinigenError(f"--device {requested} was asked for but this machine has no MPS device; "
                                "leave --device out to use the CPU")
         return device, f"{device}: asked for with --device"
     if torch.cuda.is_available():

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import pipelines
-from .cli import at_least, between, interval, number, setting
+from .cli import GUIDANCE, LOSS_SCALE, SEED, at_least, between, interval, setting
 from .diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, LossGuidance, SamplerConfig
 from .diffusion.editing import clip_loss, colour_loss
 from .diffusion.samplers import VARIANCES
@@ -62,7 +62,7 @@ class SamplingConfig:
     prompt: list | None = setting(None, "a text-conditional model: what to draw (repeatable: a row per prompt)",
                                   repeat=True, metavar="TEXT")
     prompts_file: str | None = setting(None, "more prompts, one a line", metavar="FILE")
-    guidance: float = setting(3.0, "classifier-free guidance scale w; 1 = none")
+    guidance: float = setting(3.0, "classifier-free guidance scale w; 1 = none", check=GUIDANCE)
     negative_class: int | None = setting(None, "steer away from this class (a 'negative prompt': replaces the "
                                                "unconditional pass)", check=at_least(0), metavar="K")
     negative_prompt: str | None = setting(None, "steer away from this prompt (replaces the empty prompt of "
@@ -75,16 +75,16 @@ class SamplingConfig:
     # ---- more guidance, as wrappers of the denoiser ------------------------------------------------
     classifier: str | None = setting(None, "classifier guidance by a ViT trained with train_vit.py --noisy "
                                            "(Dhariwal & Nichol 2021)", metavar="CKPT")
-    classifier_scale: float = setting(1.0, "classifier guidance scale s")
+    classifier_scale: float = setting(1.0, "classifier guidance scale s", check=LOSS_SCALE)
     color_target: str | None = setting(None, "guide samples towards this colour (values in [0, 1])", metavar="R,G,B")
-    color_scale: float = setting(20.0, "strength of the colour guidance")
+    color_scale: float = setting(20.0, "strength of the colour guidance", check=LOSS_SCALE)
     clip_guidance: str | None = setting(None, "CLIP guidance: steer every sample towards PROMPT in the joint space "
                                               "of --clip (train_clip.py)", metavar="PROMPT")
     clip: str | None = setting(None, "the CLIP checkpoint for --clip-guidance", metavar="CKPT")
-    clip_scale: float = setting(10.0, "strength of the CLIP guidance")
+    clip_scale: float = setting(10.0, "strength of the CLIP guidance", check=LOSS_SCALE)
     # ---- how it runs ------------------------------------------------------------------------------
-    n: int | None = setting(None, "number of images", check=at_least(1), flag="-n")
-    seed: int = setting(0, "random seed: same seed, same images")
+    n: int | None = setting(None, "number of images", check=between(1, 10_000), flag="-n")
+    seed: int = setting(0, "random seed: same seed, same images", check=SEED)
     device: str | None = setting(None, "cpu | cuda | mps (default: the best available)")
     compile: bool = setting(False, "torch.compile the network with frozen weights (the per-step call, not the loop)")
     cuda_graphs: bool = setting(False, "CUDA only: compile the per-step network call and replay it as a CUDA graph "

@@ -24,12 +24,14 @@ import train_ddpm
 import train_gan
 import train_ldm
 import train_vit
+from minigen.evaluation import bench, latent_bench, prompts
 from minigen.training.runlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "before_refactor"          # a tiny diffusion model, GAN and ViT
 SCRIPTS = {"train_ddpm.py": train_ddpm, "train_ldm.py": train_ldm, "train_gan.py": train_gan, "train_vit.py": train_vit,
-           "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate}
+           "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate, "prompts": prompts, "latent_bench": latent_bench,
+           "bench": bench}
 
 BAD = [
     ("train_ddpm.py", ["--batch-size", "0"], "--batch-size"),
@@ -113,6 +115,37 @@ BAD = [
     ("evaluate.py", ["--cas-steps", "0"], "--cas-steps"),
     ("evaluate.py", ["--ddpm-n", "0"], "--ddpm-n"),
     ("evaluate.py", ["--ddpm", str(OLD / "ddpm.pt"), "--ddpm-steps", "2000"], "2000 steps"),
+    # upper bounds, checked before any work: a value past them fails late or draws only black and white
+    ("train_ddpm.py", ["--seed", str(2**64)], "--seed"),
+    ("train_gan.py", ["--seed", "-1"], "--seed"),
+    ("train_ddpm.py", ["--T", "100000000"], "--T"),
+    ("train_ddpm.py", ["--guidance", "1e12"], "--guidance"),
+    ("train_ddpm.py", ["--image-size", "100000", "--dataset", "shapes"], "--image-size"),
+    ("train_vit.py", ["--noise-T", "100000000"], "--noise-T"),
+    ("sample.py", ["--seed", str(2**64)], "--seed"),
+    ("sample.py", ["-n", "100000000"], "-n"),
+    ("sample.py", ["--guidance", "1e12"], "--guidance"),
+    ("sample.py", ["--color-scale", "1e12", "--color-target", "1"], "--color-scale"),
+    ("sample.py", ["--interpolate", "1000000"], "--interpolate"),
+    ("sample.py", ["--device", "meta"], "--device"),
+    ("sample.py", ["--device", "mps"], "--device"),
+    ("edit.py", ["--inpaint", "IMAGE", "--class", "1", "--resample", "100000"], "--resample"),
+    ("evaluate.py", ["--seed", str(2**64)], "--seed"),
+    ("evaluate.py", ["--guidance", "1e12"], "--guidance"),
+    ("evaluate.py", ["-n", "100000000"], "-n"),
+    # the evaluation modules, to the scripts' standard
+    ("prompts", ["-n", "0"], "-n"),
+    ("prompts", ["--steps", "0"], "--steps"),
+    ("prompts", ["--guidance", "nan"], "--guidance"),
+    ("prompts", ["--seed", str(2**64)], "--seed"),
+    ("prompts", ["--ckpt", "/no/such.pt"], "no such checkpoint file"),
+    ("prompts", ["--ckpt", str(OLD / "gan.pt")], "'gan' checkpoint"),
+    ("latent_bench", ["--repeats", "0"], "--repeats"),
+    ("latent_bench", ["--batch", "0"], "--batch"),
+    ("latent_bench", ["--steps", "0"], "--steps"),
+    ("latent_bench", ["--pixel", "/no/such.pt"], "no such checkpoint file"),
+    ("bench", ["--device", "meta"], "--device"),
+    ("bench", ["--budget-s", "-1"], "--budget-s"),
 ]
 
 
@@ -130,6 +163,12 @@ def invoke(script: str, args: list[str], out: Path, image: Path | None = None) -
         args = ["--ckpt", str(OLD / "ddpm.pt"), "--no-progress", "--out", str(out / "x.png"), *args]
     elif script == "evaluate.py":
         args = ["--judge", str(OLD / "vit.pt"), "--out", str(out), *args]
+    elif script == "prompts":
+        args = ["--ckpt", str(OLD / "ddpm.pt"), "--judge", str(OLD / "vit.pt"), "--out", str(out), *args]
+    elif script == "latent_bench":
+        args = ["--pixel", str(OLD / "ddpm.pt"), "--latent", str(OLD / "ddpm.pt"), "--out", str(out), *args]
+    elif script == "bench":
+        args = ["--smoke", "--out", str(out), *args]
     else:
         args = ["--preset", "tiny", "--steps", "2", "--out", str(out), *args]
     return SCRIPTS[script].run(SCRIPTS[script].main, args)

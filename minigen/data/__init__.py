@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cli import at_least, setting
+from ..cli import at_least, between, setting
 from ..errors import DataError
 from ..images import to_uint8  # noqa: F401  (the inverse of to_float, kept beside it for readers)
 from . import readers
@@ -47,7 +47,7 @@ class DataConfig:
     """The data settings every training script shares; its config dataclass extends this one."""
     dataset: str = setting("glyphs", " | ".join(NAMES))
     image_size: int | None = setting(None, "resize images to SIZE x SIZE (required for folder:PATH; built-in sets only shrink)",
-                                    check=at_least(1))
+                                    check=between(1, 1024))
     channels: int | None = setting(None, "convert images to 1 (grayscale) or 3 (RGB) channels", choices=(1, 3))
     data_root: str | None = setting(None, "folder holding mnist/, fashion/, cifar10/ (default: ./data or $MINIGEN_DATA)",
                                     runtime=True)

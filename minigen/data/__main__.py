@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ..cli import Parser, at_least, number, writable_image
+from ..cli import SEED, Parser, at_least, number, writable_image
 from ..errors import MinigenError
 from ..images import save_grid
 from . import DOWNLOADABLE, NAMES, cache_dir, data_root, download, load_dataset
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     show.add_argument("--channels", type=int, default=None, choices=[1, 3], help="convert to 1 or 3 channels")
     show.add_argument("--root", default=None, help=f"folder of real data sets (default: {data_root()})")
     show.add_argument("--download", action="store_true", help="download mnist/fashion/cifar10 if missing")
-    show.add_argument("--seed", type=int, default=0, help="seed of a built-in set (default: 0)")
+    show.add_argument("--seed", type=number(int, SEED), default=0, help="seed of a built-in set (default: 0)")
     show.add_argument("--out", default="dataset.png", help="where to write the grid (default: dataset.png)")
     show.add_argument("--captions", action="store_true", help="one image a row, beside its caption (in turn in each "
                                                              "phrasing), instead of a grid labelled by class")

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..cli import Parser, number, positive, run, writable_folder
+from ..device import pick_device
 from ..diffusion import Diffusion, DiffusionConfig, SamplerConfig
 from ..models import dcgan, unet, vit
 from ..pipelines import DiffusionPipeline
@@ -434,8 +436,8 @@ def default_rows(rows: list, args, device, repeats: int) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m minigen.evaluation.bench", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny models and few repeats: seconds, for tests")
     parser.add_argument("--quick", action="store_true", help="skip the torch.compile rows and use fewer repeats")
     parser.add_argument("--profile-only", action="store_true",
@@ -451,14 +453,15 @@ def main(argv=None) -> int:
                         help="the GPU table: the cifar U-Net's training step under each CUDA setting (fp32, TF32, "
                              "bf16, channels-last, fused AdamW, cudnn.benchmark, compiled, CUDA graphs), batch "
                              "scaling, and DDIM sampling at batch 16 eager, compiled and CUDA-graphed")
-    parser.add_argument("--budget-s", type=float, default=None,
+    parser.add_argument("--budget-s", type=number(float, positive), default=None,
                         help="with --gpu: skip the sections that would start after this many seconds")
     parser.add_argument("--sections", default="train,sampling,batch scaling",
                         help="with --gpu: which sections, comma-separated (default: all three)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json (default: runs/bench)")
     args = parser.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = writable_folder(args.out)                         # before minutes of timing, not after them
+    device, _ = pick_device(args.device, tf32=False)
     cuda = device.type == "cuda"
     if args.gpu and not cuda:
         parser.error("--gpu needs a CUDA device")
@@ -498,8 +501,6 @@ def main(argv=None) -> int:
 
     finish(rows, machine, measure_peaks(device, args.smoke, repeats))
     report = {"machine": machine, "rows": rows, "profile": profile, "command": " ".join(["python -m minigen.evaluation.bench", *(sys.argv[1:] if argv is None else argv)])}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown(report)
     (out / "bench.md").write_text(table + "\n")
     (out / "bench.json").write_text(json.dumps(report, indent=2))
@@ -508,4 +509,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -23,7 +23,7 @@ import sys
 import torch
 
 from .. import pipelines
-from ..cli import Parser, at_least, number, run
+from ..cli import SEED, Parser, at_least, number, run
 from ..data import train_and_test
 from ..diffusion import SamplerConfig
 from ..errors import MinigenError
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=number(float), default=3.0, help="guidance scale w (default: 3)")
     p.add_argument("--sigma-low", type=number(float), default=0.28,
                    help="σ below which the low-noise row does not guide (default: 0.28)")
-    p.add_argument("--seed", type=int, default=0, help="seed of x_T and of the noise in table 3 (default: 0)")
+    p.add_argument("--seed", type=number(int, SEED), default=0, help="seed of x_T and of the noise in table 3 (default: 0)")
     p.add_argument("--device", default="cpu", help="device (default: cpu)")
     return p
 

@@ -26,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import pipelines
+from ..cli import Parser, between, number, run, writable_folder
 from ..diffusion import SamplerConfig
 from .bench import median_times
 
@@ -65,16 +66,20 @@ def flops_of(fn) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.latent_bench", description=__doc__,
+    parser = Parser(prog="python -m minigen.evaluation.latent_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pixel", required=True, help="a pixel diffusion checkpoint (train_ddpm.py)")
     parser.add_argument("--latent", required=True, help="a latent one on the same data (train_ldm.py)")
-    parser.add_argument("--batch", type=int, default=64, help="training batch (default: 64, train_ddpm.py's)")
-    parser.add_argument("--sample-batch", type=int, default=16, help="images per sampling run (default: 16)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default: 5)")
+    parser.add_argument("--batch", type=number(int, between(1, 4096)), default=64,
+                        help="training batch (default: 64, train_ddpm.py's)")
+    parser.add_argument("--sample-batch", type=number(int, between(1, 4096)), default=16,
+                        help="images per sampling run (default: 16)")
+    parser.add_argument("--steps", type=number(int, between(1, 10_000)), default=50, help="DDIM steps (default: 50)")
+    parser.add_argument("--repeats", type=number(int, between(1, 100)), default=5,
+                        help="timed rounds; the median is kept (default: 5)")
     parser.add_argument("--out", default="runs/latent-bench", help="folder for latent_bench.md/.json")
     args = parser.parse_args(argv)
+    out = writable_folder(args.out)                         # before the work, not after it
     torch.manual_seed(0)
     pipes = {"pixel": pipelines.load(args.pixel, kind="ddpm"), "latent": pipelines.load(args.latent, kind="ddpm")}
     if pipes["latent"].latent is None or pipes["pixel"].latent is not None:
@@ -109,8 +114,6 @@ def main(argv=None) -> int:
              "sample": latent["sample_images_per_s"] / pixel["sample_images_per_s"]}
     lines += [f"| latent / pixel | | {ratio['train']:.1f}x | | {ratio['sample']:.1f}x | |"]
     table = "\n".join(lines)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "latent_bench.md").write_text(table + "\n")
     (out / "latent_bench.json").write_text(json.dumps({"rows": rows, "ratio": ratio, "args": vars(args)}, indent=2))
     print(table + f"\n\nwrote {out / 'latent_bench.md'} and {out / 'latent_bench.json'}")
@@ -118,4 +121,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

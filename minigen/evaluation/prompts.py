@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .. import pipelines
+from ..cli import GUIDANCE, SEED, Parser, at_least, between, number, run, writable_folder
 from ..data import load_dataset
 from ..diffusion import SAMPLERS, SamplerConfig
 from .metrics import clip_score, frechet_distance_of, precision_recall, zero_shot_attributes
@@ -59,22 +60,25 @@ def confusion(predicted: torch.Tensor, truth: torch.Tensor, k: int) -> list[list
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigen.evaluation.prompts", description=__doc__,
+    parser = Parser(prog="python -m minigen.evaluation.prompts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="a text-conditional diffusion checkpoint (train_ldm.py --condition "
                                                       "text), or a class-conditional one (class = shape: judged on shape)")
     parser.add_argument("--clip", help="a judge: a CLIP from train_clip.py on the same data (zero-shot reading; "
                                         "also gives CLIPScore)")
     parser.add_argument("--judge", help="a judge: an attribute classifier from train_vit.py --attributes")
-    parser.add_argument("-n", type=int, default=100, help="prompts of seen and of held-out combinations, each (default: 100)")
+    parser.add_argument("-n", type=number(int, between(1, 10_000)), default=100,
+                        help="prompts of seen and of held-out combinations, each (default: 100)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="the sampler (default: ddim; dpm++ in 20 "
                                                                               "steps reads within 2 points, 3x faster)")
-    parser.add_argument("--steps", type=int, default=50, help="sampler steps (default: 50)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default: 3)")
+    parser.add_argument("--steps", type=number(int, at_least(1)), default=50, help="sampler steps (default: 50)")
+    parser.add_argument("--guidance", type=number(float, GUIDANCE), default=3.0,
+                        help="classifier-free guidance scale (default: 3)")
     parser.add_argument("--negative", action="store_true", help="also sample with a negative prompt: another colour")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=number(int, SEED), default=0, help="seed of the prompts and the noise (default: 0)")
     parser.add_argument("--out", default="runs/eval-prompts", help="folder for prompts.json")
     args = parser.parse_args(argv)
+    out = writable_folder(args.out)                         # before the work, not after it
     if not (args.clip or args.judge):
         parser.error("give a judge: --clip, --judge or both")
     pipe = pipelines.load(args.ckpt, kind="ddpm")
@@ -155,12 +159,10 @@ def main(argv=None) -> int:
                                               **dict(zip(("precision", "recall"), precision_recall(real, fake)))}
                 print(f"{name:8s} against the {len(real)} real images, in the judge's features: "
                       + ", ".join(f"{k} {v:.3f}" for k, v in report[f"features_{name}"].items()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "prompts.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out / 'prompts.json'}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

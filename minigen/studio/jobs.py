@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cli import at_least, between
+from ..cli import GUIDANCE, SEED, at_least, between
 from ..data import to_float
 from ..data.readers import read_image, read_mask
 from ..diffusion import SAMPLERS, SamplerConfig
@@ -114,8 +114,8 @@ def read_job(body: dict, pipe, test_png) -> Job:
     n = _field(body, "n", int, 1 if mode == "invert" else 4, between(1, MAX_IMAGES))
     if mode == "invert":
         n = 1
-    seed = _field(body, "seed", int, 0, at_least(0))
-    guidance = _field(body, "guidance", float, 3.0, at_least(0))
+    seed = _field(body, "seed", int, 0, SEED)
+    guidance = _field(body, "guidance", float, 3.0, GUIDANCE)
 
     # ---- what to draw: a class, a prompt, or nothing (an unconditional model) ----
     text = pipe.tokenizer is not None

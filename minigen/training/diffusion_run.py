@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cli import at_least, between, non_negative, positive, setting
+from ..cli import GUIDANCE, at_least, between, non_negative, positive, setting
 from ..data import DataConfig
 from ..diffusion import PREDICTIONS, Frames, SamplerConfig
 from ..diffusion.samplers import frame_caption
@@ -41,7 +41,7 @@ class DiffusionTrainConfig(DataConfig, RunConfig):
     weight_decay: float = setting(0.0, "AdamW weight decay", check=non_negative)
     grad_clip: float = setting(1.0, "clip the gradient's global norm to this (0: off)", check=non_negative)
     schedule: str = setting("linear", "β schedule", choices=SCHEDULES)
-    T: int = setting(1000, "number of diffusion steps", check=at_least(1))
+    T: int = setting(1000, "number of diffusion steps", check=between(1, 100_000))
     # v, not ε: with ε-prediction x̂_0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t carries the network's error times
     # σ_t = √((1−ᾱ_t)/ᾱ_t), which is > 1 at mid and high noise; ε̂'s error is white, so x̂_0 gets
     # speckles there that DDIM then keeps. v̂ gives x̂_0 = √ᾱ_t·x_t − √(1−ᾱ_t)·v̂: the error is
@@ -66,7 +66,8 @@ class DiffusionTrainConfig(DataConfig, RunConfig):
                                 runtime=True, check=non_negative)
     sample_steps: int = setting(50, "DDIM steps for the progress samples (at most --T)", runtime=True,
                                check=at_least(1))
-    guidance: float = setting(3.0, "classifier-free guidance scale w for the progress samples (1: none)", runtime=True)
+    guidance: float = setting(3.0, "classifier-free guidance scale w for the progress samples (1: none)", runtime=True,
+                              check=GUIDANCE)
 
 
 def check_settings(cfg: DiffusionTrainConfig, device: torch.device) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..cli import Parser, add_config_args, at_least, parse_config, runtime_fields, setting, writable_folder
+from ..cli import SEED, Parser, add_config_args, at_least, parse_config, runtime_fields, setting, writable_folder
 from ..device import pick_device, resident_memory_mib
 from ..errors import MinigenError
 from ..progress import progress_bar
@@ -46,7 +46,7 @@ from .runlog import MetricsLog
 @dataclasses.dataclass
 class RunConfig:
     """The settings of a run's life, shared by every training script (their configs extend it)."""
-    seed: int = setting(0, "random seed: same seed, same run")
+    seed: int = setting(0, "random seed: same seed, same run", check=SEED)
     out: str = setting("runs/run", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
     resume: bool = setting(False, "continue from OUT/last.pt with its saved settings", runtime=True)
     stop_after: int | None = setting(None, "stop after this many steps of this invocation, with a checkpoint "
