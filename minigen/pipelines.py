@@ -306,6 +306,18 @@ def _weights(state: dict) -> dict:
     return state["ema"]["model"] if "ema" in state else state["model"]
 
 
+def _refuse_non_finite(path, state: dict) -> None:
+    """Weights with a NaN or an infinity draw black grids: such a checkpoint is refused in one line."""
+    parts = [state.get("model"), (state.get("ema") or {}).get("model"), *(state.get("others") or {}).values()]
+    for weights in parts:
+        if not isinstance(weights, dict):
+            continue
+        for name, value in weights.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                raise CheckpointError(f"{path}: its weights hold NaN or infinite values ({name}): the run that saved "
+                                      "them diverged; use an earlier checkpoint or train again")
+
+
 def _ready(module: nn.Module, weights: dict, device) -> nn.Module:
     module.load_state_dict(weights)
     return module.to(device).eval()
@@ -319,6 +331,7 @@ def load(path, device="cpu", kind: str | tuple[str, ...] | None = None):
     wanted = (kind,) if isinstance(kind, str) else kind
     if wanted is not None and state["kind"] not in wanted:
         raise CheckpointError(f"{path}: this is a {state['kind']!r} checkpoint, not a {' or '.join(map(repr, wanted))} one")
+    _refuse_non_finite(path, state)
     classes, step = list(state["extra"].get("classes", [])), state["step"]
     train = state["extra"].get("train", {})
     data = state["extra"].get("data") or {k: train.get(k) for k in ("dataset", "image_size", "channels", "data_root")}

@@ -147,3 +147,21 @@ def test_loading_into_another_config_says_which_fields_differ(tmp_path):
         check_config(state, NetConfig(width=16))
     with pytest.raises(CheckpointError, match=r"width=8 \(model has 16\)"):
         restore(state, build(NetConfig(width=16)), NetConfig(width=16))
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_in_one_line(tmp_path, capsys):
+    """Weights past saving (a NaN in one tensor) would draw a black grid: refused on load, and
+    sample.py says so in one line with exit status 2."""
+    import sample
+    from minigen import pipelines
+    from minigen.errors import CheckpointError
+    old = Path(__file__).resolve().parent / "data" / "before_refactor" / "ddpm.pt"
+    state = torch.load(old, weights_only=True)
+    name = next(k for k, v in state["ema"]["model"].items() if v.is_floating_point())
+    state["ema"]["model"][name] = torch.full_like(state["ema"]["model"][name], float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN or infinite values"):
+        pipelines.load(tmp_path / "nan.pt")
+    assert sample.run(sample.main, ["--ckpt", str(tmp_path / "nan.pt"), "--out", str(tmp_path / "s.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{name})" in err and not (tmp_path / "s.png").exists()

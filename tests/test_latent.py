@@ -148,6 +148,11 @@ def test_a_missing_or_altered_autoencoder_is_refused_in_one_line(autoencoder, tm
     with pytest.raises(CheckpointError, match="embedded autoencoder .* was altered") as e:
         pipelines.load(tmp_path / "altered.pt")
     assert "\n" not in str(e.value)
+    state = load_checkpoint(tmp_path / "c" / "last.pt")
+    state["extra"]["latent"]["scale"] *= 1.01                   # the latents' scale changed after training
+    torch.save(state, tmp_path / "rescaled.pt")
+    with pytest.raises(CheckpointError, match="the scale s = .* is not the one the diffusion model was trained with"):
+        pipelines.load(tmp_path / "rescaled.pt")
 
 
 def test_the_latent_bench_counts_the_decoder_once_and_the_u_net_at_every_guided_step(autoencoder, tmp_path):

@@ -20,6 +20,7 @@ in the chain (at a small one, too early). One scalar from the data fixes that.
 
 import dataclasses
 import hashlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,13 @@ def fingerprint(weights: dict) -> str:
         h.update(name.encode())
         h.update(weights[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def scale_fingerprint(sha256: str, scale: float) -> str:
+    """SHA-256 of the autoencoder's fingerprint and s (as its exact decimal form): the scale is
+    part of what the diffusion model learned, so a changed one is refused like changed weights.
+    (Checkpoints written before it have no such field; their scale is checked for range only.)"""
+    return hashlib.sha256(f"{sha256}:{float(scale)!r}".encode()).hexdigest()
 
 
 class LatentSpace(nn.Module):
@@ -101,8 +109,9 @@ class LatentSpace(nn.Module):
         """What a latent diffusion checkpoint embeds: the autoencoder itself (so sampling needs no
         second file), its fingerprint, s, and where it came from."""
         weights = {k: v.detach().cpu() for k, v in self.autoencoder.state_dict().items()}
-        return {"config": dataclasses.asdict(self.autoencoder.config), "weights": weights, "sha256": fingerprint(weights), "scale": self.scale,
-                "source": self.source}
+        sha256 = fingerprint(weights)
+        return {"config": dataclasses.asdict(self.autoencoder.config), "weights": weights, "sha256": sha256,
+                "scale": self.scale, "scale_sha256": scale_fingerprint(sha256, self.scale), "source": self.source}
 
     @classmethod
     def from_state(cls, state: dict, where: str = "checkpoint") -> "LatentSpace":
@@ -111,6 +120,11 @@ class LatentSpace(nn.Module):
         if fingerprint(state["weights"]) != state["sha256"]:
             raise CheckpointError(f"{where}: its embedded autoencoder (from {state['source'] or 'unknown'}) was altered "
                                   "after the diffusion model was trained on it (SHA-256 differs); retrain or restore it")
+        scale = state["scale"]
+        altered = "scale_sha256" in state and scale_fingerprint(state["sha256"], scale) != state["scale_sha256"]
+        if altered or not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+            raise CheckpointError(f"{where}: the scale s = {scale!r} of its latents is not the one the diffusion model "
+                                  "was trained with (altered, or not a positive number); retrain or restore it")
         autoencoder = Autoencoder(AutoencoderConfig(**state["config"]))
         autoencoder.load_state_dict(state["weights"])
         return cls(autoencoder, state["scale"], state["source"])
