@@ -159,3 +159,39 @@ def test_folder_errors_missing_empty_and_all_corrupt(tmp_path):
 def test_unknown_dataset_name_lists_the_choices():
     with pytest.raises(DataError, match="glyphs, shapes, captioned-shapes, captioned-shapes-all, shapes64, mnist"):
         load_dataset("imagenet")
+
+
+def test_16_bit_and_float_grayscale_images_keep_their_grey_levels(tmp_path):
+    """A 16-bit PNG of grey level g·257 (0..65535) reads as g (0..255), and a float image of v in
+    [0, 1] as round(255·v), in a folder, as an image to edit and as a mask; Pillow's own
+    conversion would clip all of them to white. A float image outside [0, 1] or a 32-bit one
+    past 16 bits has no known scale and is refused in one line."""
+    from minigen.data.readers import read_image, read_mask
+    levels = np.array([[0, 64, 128, 255]] * 4, dtype=np.uint16)               # (4, 4) grey levels
+    Image.fromarray(levels * 257).save(tmp_path / "sixteen.png")                 # mode I;16 (or I)
+    Image.fromarray((levels / 255).astype(np.float32)).save(tmp_path / "float.tiff")   # mode F
+    for name in ("sixteen.png", "float.tiff"):
+        assert Image.open(tmp_path / name).mode in ("I;16", "I", "F")
+        image = read_image(tmp_path / name, 1, (4, 4))
+        assert image.shape == (1, 4, 4) and (image[0] == levels).all(), (name, image[0])
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    Image.fromarray(levels * 257).save(folder / "a.png")
+    images, _, _ = read_folder(folder, 4, 1)
+    assert (images[0, 0] == levels).all()
+    keep = read_mask(tmp_path / "sixteen.png", tmp_path / "sixteen.png", (4, 4))
+    assert (keep == (levels < 128)).all()
+    Image.fromarray(np.full((4, 4), 2.0, dtype=np.float32)).save(tmp_path / "bright.tiff")
+    with pytest.raises(DataError, match="not all in \\[0, 1\\]"):
+        read_image(tmp_path / "bright.tiff", 1, (4, 4))
+    Image.fromarray(np.full((4, 4), 100_000, dtype=np.int32)).save(tmp_path / "wide.tiff")
+    with pytest.raises(DataError, match="outside 0..65535"):
+        read_image(tmp_path / "wide.tiff", 1, (4, 4))
+
+
+def test_an_all_black_mask_is_refused_as_empty(tmp_path):
+    from minigen.data.readers import read_mask
+    Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
+    Image.new("L", (8, 8), 90).save(tmp_path / "image.png")
+    with pytest.raises(DataError, match="the mask is empty"):
+        read_mask(tmp_path / "black.png", tmp_path / "image.png", (8, 8))

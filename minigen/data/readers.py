@@ -115,6 +115,25 @@ def read_cifar10(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
+def eight_bit(img: Image.Image, name) -> Image.Image:
+    """A 16-bit or 32-bit integer grayscale image ("I;16", "I") or a float one ("F") as 8-bit "L"
+    at its real grey levels: Pillow's own convert("L") clips every value above 255 to white.
+    Integers are read as 16-bit (0..65535, a 16-bit PNG's range), floats as [0, 1]; other
+    values are refused (DataError), since no scale for them can be known."""
+    if img.mode.startswith("I"):
+        a = np.asarray(img).astype(np.float64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DataError(f"{name}: a {img.mode} image with values outside 0..65535; save it as 8 or 16 bits first")
+        return Image.fromarray(np.rint(a / 257).astype(np.uint8), "L")          # 65535 -> 255
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all() or (a.size and (a.min() < 0 or a.max() > 1)):
+            raise DataError(f"{name}: a floating-point image whose values are not all in [0, 1]; "
+                            "save it as an 8 or 16-bit image first")
+        return Image.fromarray(np.rint(a * 255).astype(np.uint8), "L")
+    return img
+
+
 def resize_center_crop(img: Image.Image, height: int, width: int) -> Image.Image:
     """Scale so the image covers (height, width), keeping its aspect ratio, then crop the centre."""
     scale = max(height / img.height, width / img.width)
@@ -153,8 +172,8 @@ def read_folder(root: Path, size: int | tuple[int, int], channels: int) -> tuple
                     img.load()
                     if img.height < height or img.width < width:
                         upscaled += 1
-                    img = resize_center_crop(img.convert(mode), height, width)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                    img = resize_center_crop(eight_bit(img, path.name).convert(mode), height, width)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, DataError,
                 Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
             bad.append(f"{path.name} ({type(e).__name__})")
             continue
@@ -192,7 +211,8 @@ def read_image(path, channels: int, size: tuple[int, int], name: str | None = No
                         f"({Image.MAX_IMAGE_PIXELS:,}); scale it down first") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{name}: not a readable image ({type(e).__name__})") from None
-    if img.mode not in ("1", "L", "LA", "I", "I;16", "F", "RGB", "RGBA"):      # palette, CMYK, ...: colour
+    img = eight_bit(img, name)                                              # 16-bit and float: real grey levels
+    if img.mode not in ("1", "L", "LA", "RGB", "RGBA"):                      # palette, CMYK, ...: colour
         img = img.convert("RGBA" if "transparency" in img.info or img.mode.endswith("A") else "RGB")
     has = len(img.getbands()) - ("A" in img.getbands())
     if has != channels:
@@ -232,6 +252,7 @@ def read_mask(path, image_path, size: tuple[int, int], name: str | None = None,
         raise DataError(f"{e.filename}: no such file") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{name}: not a readable image ({type(e).__name__})") from None
+    mask = eight_bit(mask, name)                                            # 16-bit and float: real grey levels
     if mask.mode in ("RGB", "RGBA"):
         rgb = np.asarray(mask.convert("RGB"))
         if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
@@ -241,7 +262,11 @@ def read_mask(path, image_path, size: tuple[int, int], name: str | None = None,
     if mask.size != image_size:
         raise DataError(f"{name}: {mask.size[0]}x{mask.size[1]}, but the image is "
                         f"{image_size[0]}x{image_size[1]}; the mask must have the image's size")
-    return (np.asarray(resize_center_crop(mask.convert("L"), *size), dtype=np.float32) < 128).astype(np.float32)
+    keep = (np.asarray(resize_center_crop(mask.convert("L"), *size), dtype=np.float32) < 128).astype(np.float32)
+    if keep.all():
+        raise DataError(f"{name}: the mask is empty (no pixel at 128 or above at the model's size): nothing to "
+                        "regenerate; paint the region white")
+    return keep
 
 
 def read_samples(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -151,8 +151,6 @@ def read_job(body: dict, pipe, test_png) -> Job:
     if mode == "inpaint":
         mask = decode_data_url(body.get("mask"), "mask")
         keep = read_mask(io.BytesIO(mask), io.BytesIO(source), (H, W), name="the mask", image_name=image_name)
-        if keep.min() == 1:
-            raise BadRequest("the mask is empty: paint the region to regenerate (white) first")
         job.keep = torch.from_numpy(keep)[None, None]
     job.strength = _field(body, "strength", float, 0.6, between(0, 1, low_open=True))
     return job
