@@ -73,6 +73,9 @@ def check_outputs(cfg: SampleConfig) -> Path:
         writable_folder(cfg.save_dir, flag="--save-dir")
     if cfg.interpolate:
         writable_image(out.with_name(out.stem + "_interp.png"))
+    if cfg.gif and out.suffix.lower() == ".gif":
+        raise MinigenError(f"--out {cfg.out} with --gif: the grid and the GIF would be the same file; "
+                           f"give --out {out.with_suffix('.png')}")
     return out
 
 
@@ -83,6 +86,8 @@ def labels_for(cfg: SampleConfig, pipe) -> torch.Tensor:
         n = cfg.n or 10 * K
         return torch.arange(n) * K // n                     # rows of equal length, class by class
     if P:
+        if cfg.n is not None and cfg.n < P:
+            raise MinigenError(f"-n {cfg.n}: fewer images than the {P} prompts; give -n {P} or more")
         n = cfg.n or 8 * P
         return torch.arange(n) * P // n                     # rows of equal length, prompt by prompt
     return torch.full((cfg.n or (16 if K else 64),), cfg.class_ if cfg.class_ is not None else 0)

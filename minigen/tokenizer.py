@@ -11,12 +11,15 @@ text, where new and misspelt words must still be encoded; here a word outside th
 is one the model has never seen in any form, so it is reported (`unknown`) rather than split
 into pieces that would mean nothing to it.
 
-Text is lower-cased and split into runs of letters and digits ("T-shirt/top" -> t, shirt, top);
-punctuation is dropped. Each sequence starts with [CLS] (whose output is the pooled text
+Text is put in Unicode's compatibility form (NFKC: fullwidth ｒｅｄ is red), lower-cased and
+split into runs of letters and digits of any script ("T-shirt/top" -> t, shirt, top; "círcle"
+stays one word); any other symbol (an emoji) is a word of its own; punctuation is dropped. So a
+word outside the vocabulary is always named whole, never quietly cut or lost. Each sequence starts with [CLS] (whose output is the pooled text
 vector, as the ViT's class token), is truncated to `max_len` tokens and padded with [PAD].
 """
 
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -28,8 +31,9 @@ PAD, UNK, CLS = 0, 1, 2
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased runs of letters and digits."""
-    return re.findall(r"[a-z0-9]+", text.lower())
+    """Lower-cased runs of letters and digits, and each other symbol but punctuation, in order."""
+    found = re.findall(r"[^\W_]+|[^\w\s]", unicodedata.normalize("NFKC", text).lower())
+    return [w for w in found if not unicodedata.category(w[0]).startswith("P")]
 
 
 @dataclass

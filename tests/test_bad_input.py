@@ -128,6 +128,8 @@ BAD = [
     ("sample.py", ["--color-scale", "1e12", "--color-target", "1"], "--color-scale"),
     ("sample.py", ["--interpolate", "1000000"], "--interpolate"),
     ("sample.py", ["--device", "meta"], "--device"),
+    ("sample.py", ["--color-target", ""], "--color-target"),
+    ("sample.py", ["--gif", "--out", "OUT/grid.gif"], "the grid and the GIF would be the same file"),
     ("sample.py", ["--device", "mps"], "--device"),
     ("edit.py", ["--inpaint", "IMAGE", "--class", "1", "--resample", "100000"], "--resample"),
     ("evaluate.py", ["--seed", str(2**64)], "--seed"),
@@ -158,7 +160,7 @@ def image(tmp_path_factory) -> Path:
 
 def invoke(script: str, args: list[str], out: Path, image: Path | None = None) -> int:
     """The script's main, in this process (as `python script.py ...` runs it), with --out set."""
-    args = [str(image) if a == "IMAGE" else a for a in args]
+    args = [str(image) if a == "IMAGE" else str(out / a[4:]) if a.startswith("OUT/") else a for a in args]
     if script in ("sample.py", "edit.py"):
         args = ["--ckpt", str(OLD / "ddpm.pt"), "--no-progress", "--out", str(out / "x.png"), *args]
     elif script == "evaluate.py":

@@ -348,4 +348,6 @@ def test_the_command_line_refuses_what_it_cannot_serve(tmp_path, capsys):
     assert run(main, ["--ckpt", str(tmp_path / "missing.pt")]) == 2
     assert "missing.pt" in capsys.readouterr().err
     assert run(main, ["--ckpt", "x.pt", "--port", "70000"]) == 2
-    assert "--port 70000" in capsys.readouterr().err
+    assert "--port: 70000: must be in [0, 65535]" in capsys.readouterr().err
+    assert run(main, ["--ckpt", "x.pt", "--queue", "-1"]) == 2                  # a line no job could ever join
+    assert "--queue: -1: must be in [0, 1000]" in capsys.readouterr().err

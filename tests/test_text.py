@@ -12,6 +12,7 @@ from minigen.data.captioned import ATTRIBUTES, HELD_OUT, PHRASINGS, caption, is_
 from minigen.evaluation.metrics import clip_score, retrieval_recall, zero_shot_attributes
 from minigen.models.clip import info_nce
 from minigen.models.text import TextEncoder, preset
+from minigen.errors import MinigenError
 from minigen.tokenizer import CLS, PAD, UNK, Tokenizer
 
 
@@ -175,3 +176,15 @@ def test_train_clip_resumes_bit_exactly_and_reports(tmp_path):
     assert (tmp_path / "whole" / "similarity.png").is_file()
     assert train_clip.run(train_clip.main, args + ["--flip", "--out", str(tmp_path / "f")]) == 2
     assert train_clip.run(train_clip.main, args + ["--ignore-twins", "--contrast", "shape", "--out", str(tmp_path / "t")]) == 0
+
+
+def test_words_of_any_script_and_symbols_are_kept_whole_and_refused_by_name():
+    """NFKC first (fullwidth letters are the ASCII ones), then runs of letters of any script and
+    each symbol: a word the model never saw is named whole, never cut into known pieces or lost."""
+    from minigen.tokenizer import words
+    assert words("a círcle 🔵, ＲＥＤ!") == ["a", "círcle", "🔵", "red"]
+    assert words("T-shirt/top, a_b") == ["t", "shirt", "top", "a", "b"]       # punctuation still splits
+    tok = Tokenizer.learn(["a red circle"])
+    assert tok.unknown("a ｒｅｄ círcle 🔵") == ["círcle", "🔵"]
+    with pytest.raises(MinigenError, match="unknown words in the prompt: 'círcle', '🔵'"):
+        tok.encode_known(["a red círcle 🔵"])

@@ -127,6 +127,11 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(text_aut
     assert sample.run(sample.main, ckpt + ["--prompt", "a crimson circle", "--out", str(tmp_path / "u.png")]) == 2
     assert "unknown word in the prompt: 'crimson'" in capsys.readouterr().err
     assert sample.run(sample.main, ckpt + ["--class", "1", "--out", str(tmp_path / "c.png")]) == 2
+    assert sample.run(sample.main, ckpt + prompts + ["--prompt", "a small red circle", "-n", "2",
+                                                     "--out", str(tmp_path / "few.png")]) == 2
+    assert "-n 2: fewer images than the 3 prompts" in capsys.readouterr().err
+    assert sample.run(sample.main, ckpt + ["--prompt", "a large blue círcle 🔵", "--out", str(tmp_path / "u.png")]) == 2
+    assert "unknown words in the prompt: 'círcle', '🔵'" in capsys.readouterr().err
 
 
 def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(text_autoencoder, tmp_path):

@@ -9,25 +9,25 @@ Ctrl-C stops it. Only this machine can reach it unless --host says otherwise.
 import argparse
 import sys
 
-from ..cli import run
+from ..cli import Parser, between, number, run
 from ..device import pick_device
 from ..errors import MinigenError
 from .server import Studio, StudioServer
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minigen.studio", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m minigen.studio", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", action="append", required=True,
                         help="a diffusion checkpoint to serve (repeat for several; the page lists them)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0 picks a free one)")
+    parser.add_argument("--port", type=number(int, between(0, 65535)), default=8765,
+                        help="port (default: 8765; 0 picks a free one)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best there is)")
-    parser.add_argument("--queue", type=int, default=4, help="jobs that may wait per model (default: 4)")
+    parser.add_argument("--queue", type=number(int, between(0, 1000)), default=4,
+                        help="jobs that may wait per model, besides the one running (default: 4)")
     parser.add_argument("--verbose", action="store_true", help="print every request")
     args = parser.parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        raise MinigenError(f"--port {args.port}: must be in 0..65535")
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
     studio = Studio(args.ckpt, device, queue=args.queue)
