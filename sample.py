@@ -66,8 +66,8 @@ def check_outputs(cfg: SampleConfig) -> Path:
     """Every file the run will write, checked before any work."""
     out = writable_image(cfg.out)
     if cfg.save_npz:
-        if not cfg.save_npz.endswith(".npz"):
-            raise MinigenError(f"--save-npz {cfg.save_npz}: give a file name ending in .npz")
+        if not cfg.save_npz.endswith(".npz") or Path(cfg.save_npz).is_dir():
+            raise MinigenError(f"--save-npz {cfg.save_npz}: give a file name ending in .npz (not a folder)")
         writable_folder(Path(cfg.save_npz).parent, flag="--save-npz")
     if cfg.save_dir:
         writable_folder(cfg.save_dir, flag="--save-dir")

@@ -27,6 +27,7 @@ import torch
 from minigen.cli import at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
+from minigen.errors import MinigenError
 from minigen.evaluation.cost import count_parameters
 from minigen.evaluation.metrics import psnr, ssim
 from minigen.images import save_grid
@@ -79,6 +80,9 @@ def main(argv=None) -> int:
     # ---- model, optimizer, EMA ---------------------------------------------------------------
     model_cfg = preset(cfg.preset, image_channels=C, image_size=(H, W),
                        **({"latent_channels": cfg.latent_channels} if cfg.latent_channels else {}))
+    if H % model_cfg.factor or W % model_cfg.factor:
+        raise MinigenError(f"--preset {cfg.preset} shrinks images {model_cfg.factor}x; {H}x{W} does not divide by "
+                           f"{model_cfg.factor}: choose another --preset or an --image-size that divides")
     model = Autoencoder(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_cosine, warmup=cfg.warmup, total=cfg.steps))

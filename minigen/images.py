@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import MinigenError
+
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """float [-1, 1] -> uint8 [0, 255] (clamped), on the CPU: pixel = (x + 1)·127.5."""
@@ -36,13 +38,26 @@ def _default_scale(h: int) -> int:
     return max(1, 64 // h)                      # 28 px -> 2x, 32 px -> 2x, 64 px and up -> 1x
 
 
-def _atomic_save(img: Image.Image, path: str | Path, **kwargs) -> Path:
+def _atomic_write(path: str | Path, write) -> Path:
+    """write(file) into a temporary file beside `path`, then rename it there: a reader never sees
+    half a file. A failed write (a full disk) leaves nothing behind and is one line (MinigenError)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    img.save(tmp, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG", **kwargs)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise MinigenError(f"{path}: cannot write it ({e.strerror or type(e).__name__})") from None
     return path
+
+
+def _atomic_save(img: Image.Image, path: str | Path, **kwargs) -> Path:
+    path = Path(path)
+    kind = path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"
+    return _atomic_write(path, lambda f: img.save(f, format=kind, **kwargs))
 
 
 def make_grid(x: torch.Tensor, nrow: int | None = None, captions: list[str] | None = None,
@@ -145,13 +160,7 @@ def save_npz(x: torch.Tensor, path: str | Path, labels: torch.Tensor | None = No
     arrays = {"images": to_uint8(x).permute(0, 2, 3, 1).numpy()}                # (N, C, H, W) -> (N, H, W, C)
     if labels is not None:
         arrays["labels"] = labels.detach().cpu().long().numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
-    return path
+    return _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def save_pngs(x: torch.Tensor, folder: str | Path, names: list[str] | None = None) -> Path:

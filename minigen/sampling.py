@@ -31,6 +31,7 @@ from .errors import MinigenError
 DIFFUSION_ONLY = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "guidance_rescale",
                   "negative_class", "no_clip", "dynamic_threshold", "prompt", "prompts_file", "negative_prompt",
                   "classifier", "classifier_scale", "color_target", "color_scale", "clip_guidance", "clip", "clip_scale")
+PROMPTS_FILE_LIMIT = 2**20                # bytes of --prompts-file
 # Settings that only mean something beside another one.
 NEEDS = {"classifier_scale": "classifier", "color_scale": "color_target", "clip": "clip_guidance",
          "clip_scale": "clip_guidance"}
@@ -134,7 +135,12 @@ def resolve(cfg: SamplingConfig, given: set[str], pipe, job: str = "generate") -
     prompts = list(cfg.prompt or [])
     if cfg.prompts_file:
         try:
-            prompts += [line.strip() for line in Path(cfg.prompts_file).read_text().splitlines() if line.strip()]
+            with open(cfg.prompts_file, "rb") as f:                    # a bounded read: /dev/zero ends here too
+                raw = f.read(PROMPTS_FILE_LIMIT + 1)
+            if len(raw) > PROMPTS_FILE_LIMIT:
+                raise MinigenError(f"--prompts-file {cfg.prompts_file}: longer than {PROMPTS_FILE_LIMIT // 2**20} MiB; "
+                                   "give one prompt a line")
+            prompts += [line.strip() for line in raw.decode().splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as e:
             raise MinigenError(f"--prompts-file {cfg.prompts_file}: cannot read it ({type(e).__name__})") from None
     if text:

@@ -23,6 +23,7 @@ import sample
 import train_ddpm
 import train_gan
 import train_ldm
+import train_vae
 import train_vit
 from minigen.evaluation import bench, latent_bench, prompts
 from minigen.training.runlog import read_log
@@ -30,7 +31,7 @@ from minigen.training.runlog import read_log
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "before_refactor"          # a tiny diffusion model, GAN and ViT
 SCRIPTS = {"train_ddpm.py": train_ddpm, "train_ldm.py": train_ldm, "train_gan.py": train_gan, "train_vit.py": train_vit,
-           "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate, "prompts": prompts, "latent_bench": latent_bench,
+           "train_vae.py": train_vae, "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate, "prompts": prompts, "latent_bench": latent_bench,
            "bench": bench}
 
 BAD = [
@@ -129,6 +130,8 @@ BAD = [
     ("sample.py", ["--interpolate", "1000000"], "--interpolate"),
     ("sample.py", ["--device", "meta"], "--device"),
     ("sample.py", ["--color-target", ""], "--color-target"),
+    ("sample.py", ["--prompts-file", "/dev/zero"], "--prompts-file /dev/zero: longer than 1 MiB"),
+    ("train_vae.py", ["--preset", "f8"], "does not divide by 8"),
     ("sample.py", ["--gif", "--out", "OUT/grid.gif"], "the grid and the GIF would be the same file"),
     ("sample.py", ["--device", "mps"], "--device"),
     ("edit.py", ["--inpaint", "IMAGE", "--class", "1", "--resample", "100000"], "--resample"),
@@ -160,7 +163,7 @@ def image(tmp_path_factory) -> Path:
 
 def invoke(script: str, args: list[str], out: Path, image: Path | None = None) -> int:
     """The script's main, in this process (as `python script.py ...` runs it), with --out set."""
-    args = [str(image) if a == "IMAGE" else str(out / a[4:]) if a.startswith("OUT/") else a for a in args]
+    args = [str(image) if a == "IMAGE" else str(out.parent / a[4:]) if a.startswith("OUT/") else a for a in args]
     if script in ("sample.py", "edit.py"):
         args = ["--ckpt", str(OLD / "ddpm.pt"), "--no-progress", "--out", str(out / "x.png"), *args]
     elif script == "evaluate.py":

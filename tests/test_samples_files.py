@@ -73,3 +73,30 @@ def test_evaluate_measures_chosen_classes_against_their_real_images(tmp_path):
         expected = (judge.network(threes).argmax(1) == 3).double().mean().item()
     assert rows[0]["n"] == 10 and rows[0]["accuracy"] == expected
     assert all(row["CAS"] is None for row in rows)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    """The rename that ends every atomic write fails as on a full disk (ENOSPC): sample.py says so
+    in one line, exit status 2, and no half-written .tmp file stays beside the output."""
+    import errno
+    import os
+
+    from minigen import images
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(images.os, "replace", full)
+    args = ["--ckpt", str(OLD / "ddpm.pt"), "--steps", "1", "-n", "2", "--no-progress", "--out", str(tmp_path / "g.png")]
+    assert sample.run(sample.main, args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write it (No space left on device)" in err
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "g.png").exists()
+
+
+def test_save_npz_naming_a_folder_is_refused_before_sampling(tmp_path, capsys):
+    (tmp_path / "dir.npz").mkdir()
+    args = ["--ckpt", str(OLD / "ddpm.pt"), "--no-progress", "--out", str(tmp_path / "g.png"),
+            "--save-npz", str(tmp_path / "dir.npz")]
+    assert sample.run(sample.main, args) == 2
+    out = capsys.readouterr()
+    assert "(not a folder)" in out.err and "device:" not in out.out
