@@ -222,6 +222,17 @@ def main(argv=None) -> int:
     if len(test) < 10:
         raise MinigenError(f"{args.judge}: its data set has {len(test)} test images; the statistics need at least 10")
     K = judge.config.num_classes
+    for path, maker in ((args.gan, gan), (args.vae, vae), (args.ddpm, pipe)):     # before any work, not after it
+        if maker is not None and maker.image_shape != train.shape:
+            raise MinigenError(f"{path}: makes {'x'.join(map(str, maker.image_shape))} images, the judge's "
+                               f"data is {'x'.join(map(str, train.shape))}")
+    if clip is not None:
+        if clip.image_shape != train.shape:
+            raise MinigenError(f"--clip {args.clip}: sees {'x'.join(map(str, clip.image_shape))} images, the judge's data "
+                               f"is {'x'.join(map(str, train.shape))}")
+        if len(train.captioning.attributes) != 1:
+            raise MinigenError(f"--clip: {data['dataset']}'s captions name {len(train.captioning.attributes)} attributes; a "
+                               "class label says only one of them, so CLIPScore needs the prompts of a text-to-image model")
     for path, (images, file_labels) in samples.items():
         if images.shape[1:] != train.shape:
             raise MinigenError(f"--samples {path}: images of {'x'.join(map(str, images.shape[1:]))}, the judge's data "
@@ -240,13 +251,6 @@ def main(argv=None) -> int:
     real_feats, _ = judge_outputs(judge, real_images, device)
     grain_limit = speckle_limit(real_images)                        # speckles 99% of real images stay within
 
-    if clip is not None:
-        if clip.image_shape != train.shape:
-            raise MinigenError(f"--clip {args.clip}: sees {'x'.join(map(str, clip.image_shape))} images, the judge's data "
-                               f"is {'x'.join(map(str, train.shape))}")
-        if len(train.captioning.attributes) != 1:
-            raise MinigenError(f"--clip: {data['dataset']}'s captions name {len(train.captioning.attributes)} attributes; a "
-                               "class label says only one of them, so CLIPScore needs the prompts of a text-to-image model")
     table = Table(judge, real_feats, grain_limit, test, chosen, args.cas_steps, args.seed, device, clip, train.captioning)
 
     # ---- the floor: real held-out images --------------------------------------------------
@@ -264,26 +268,17 @@ def main(argv=None) -> int:
 
     # ---- the GAN -----------------------------------------------------------------------------
     if gan is not None:
-        if gan.image_shape != train.shape:
-            raise MinigenError(f"{args.gan}: makes {'x'.join(map(str, gan.image_shape))} images, the judge's "
-                               f"data is {'x'.join(map(str, train.shape))}")
         seed_everything(args.seed)
         x, seconds = timed(lambda: gan.sample(labels, n, torch.Generator(device=device).manual_seed(args.seed))[0])
         table.measure("GAN", x.cpu(), labels, seconds)
 
     # ---- the VAE as a generator: decoded draws from the prior, unconditional -------------------
     if vae is not None:
-        if vae.image_shape != train.shape:
-            raise MinigenError(f"{args.vae}: makes {'x'.join(map(str, vae.image_shape))} images, the judge's "
-                               f"data is {'x'.join(map(str, train.shape))}")
         x, seconds = timed(lambda: vae.sample(n, torch.Generator(device=device).manual_seed(args.seed)))
         table.measure("VAE (prior samples)", x.cpu(), None, seconds)
 
     # ---- the diffusion model at several step counts and guidance scales ------------------
     if pipe is not None:
-        if pipe.image_shape != train.shape:
-            raise MinigenError(f"{args.ddpm}: makes {'x'.join(map(str, pipe.image_shape))} images, the judge's "
-                               f"data is {'x'.join(map(str, train.shape))}")
         for sampler, steps, w in runs:
             m = (args.ddpm_n or n) if sampler == "ddpm" else n
             generator = torch.Generator(device=device).manual_seed(args.seed)
