@@ -165,16 +165,19 @@ class DiffusionPipeline(Pipeline):
                                 sampler.timesteps(self.diffusion), generator)
         return self.to_pixels(sampler.sample(denoiser, x_t0, ts, generator=generator, **loop))
 
-    def invert(self, sampler, image: torch.Tensor, cond: dict, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def invert(self, sampler, image: torch.Tensor, cond: dict, progress: bool = True,
+               callback=None) -> tuple[torch.Tensor, torch.Tensor]:
         """DDIM inversion with the unconditional model (the image's class or prompt is not
         known): x_T (the sampler's space) and its deterministic DDIM reconstruction (pixels).
-        `cond` is any condition of the model; its null condition is used."""
+        `cond` is any condition of the model; its null condition is used. callback(t, x_t) after
+        each step up, then callback(t, x_t, x̂_0) at each step of the reconstruction."""
         plain = self.denoiser()
         source = self.network.null_condition(**cond) if cond else {}
         x_T = ddim_invert(plain, self.to_latent(image), sampler.timesteps(self.diffusion), cond=source, refine=3,
-                          progress=progress)
+                          progress=progress, callback=callback)
         back = self.to_pixels(SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False)
-                              .sample(plain, x_T, cond=source, progress=False))
+                              .sample(plain, x_T, cond=source, progress=False,
+                                      callback=None if callback is None else lambda t, x, x0: callback(t, x, x0)))
         return x_T, back
 
 

@@ -351,3 +351,95 @@ def test_the_command_line_refuses_what_it_cannot_serve(tmp_path, capsys):
     assert "--port: 70000: must be in [0, 65535]" in capsys.readouterr().err
     assert run(main, ["--ckpt", "x.pt", "--queue", "-1"]) == 2                  # a line no job could ever join
     assert "--queue: -1: must be in [0, 1000]" in capsys.readouterr().err
+
+
+def raw_request(url: str, head: str, body: bytes = b"", timeout: float = 30) -> tuple[int, str]:
+    """Send exactly these request lines (and body) on a socket: (status, the answer's body)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.split(b"\r\n\r\n", 1)[1].decode(errors="replace")
+
+
+def test_only_the_studios_own_page_is_answered(served):
+    """A page on another site can POST text/plain without asking (no CORS preflight), and a
+    DNS-rebinding page reaches 127.0.0.1 under its own host name: both are refused (403), as is a
+    POST that does not say it is JSON; the studio's own requests pass."""
+    url, _, _ = served
+    own = url.removeprefix("http://")
+    body = json.dumps({"model": 0, "label": 1, "steps": 1, "n": 1}).encode()
+    length = f"Content-Length: {len(body)}\n"
+    status, text = raw_request(url, "GET /api/models HTTP/1.0\nHost: evil.example\n")
+    assert status == 403 and "Host evil.example" in text
+    status, text = raw_request(url, f"POST /api/run HTTP/1.0\nHost: {own}\nOrigin: http://evil.example\n"
+                                    f"Content-Type: application/json\n{length}", body)
+    assert status == 403 and "Origin http://evil.example" in text
+    status, text = raw_request(url, f"POST /api/run HTTP/1.0\nHost: {own}\nContent-Type: text/plain\n{length}", body)
+    assert status == 403 and "Content-Type: application/json" in text
+    status, text = raw_request(url, f"POST /api/run HTTP/1.0\nHost: {own}\nOrigin: http://{own}\n"
+                                    f"Content-Type: application/json\n{length}", body)
+    assert status == 200 and '"event": "done"' in text
+    status, _ = raw_request(url, f"GET /api/models HTTP/1.0\nHost: localhost:{own.split(':')[1]}\n")
+    assert status == 200
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b'{"model": 0, "guidance": 1e400}', "too large"),
+    (b'{"model": 0, "guidance": Infinity}', "Infinity is not a number"),
+    (b'{"model": 0, "seed": 1e30}', "seed"),
+    (b'[' * 100_000 + b']' * 100_000, "nested too deeply"),
+])
+def test_numbers_past_any_range_and_deep_json_are_one_line_400s(served, raw, message):
+    status, answer = post(served[0], None, raw=raw)
+    assert status == 400 and message in answer["error"] and "\n" not in answer["error"], answer
+
+
+def test_a_negative_length_and_silent_connections_do_not_stop_the_studio(served):
+    """Content-Length: -1 is refused, not read to the end of the stream; twenty connections that
+    never send a byte, and a request that promises a body and sends one byte, do not keep the
+    others from being answered (each idle socket times out, and the pool has threads to spare)."""
+    url, _, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    status, text = raw_request(url, f"POST /api/run HTTP/1.0\nHost: {host}:{port}\nContent-Type: application/json\n"
+                                    "Content-Length: -1\n", b"{}")
+    assert status == 400 and "not a length" in text
+    silent = [socket.create_connection((host, int(port)), timeout=30) for _ in range(20)]
+    slow = socket.create_connection((host, int(port)), timeout=30)
+    slow.sendall(f"POST /api/run HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 100\r\n\r\n{".encode())
+    try:
+        status, _, models = get(url + "/api/models")
+        assert status == 200 and len(json.loads(models)) == 2
+    finally:
+        for s in silent + [slow]:
+            s.close()
+
+
+def test_leaving_during_an_inversion_stops_it(served):
+    """Inversion reports its climb as frames, so a page that closes its connection stops it at
+    the next one: far fewer network calls than the 3 x 4 x 200 a finished inversion makes."""
+    url, studio, _ = served
+    pipe = studio.models[0].pipe
+    calls = []
+    pipe.network.register_forward_hook(lambda *_: calls.append(1))
+    body = json.dumps({"model": 0, "label": 2, "mode": "invert", "steps": 200, "n": 1, "test_index": 0}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            s.sendall(f"POST /api/run HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            received = b""
+            while b'"inverting"' not in received:
+                received += s.recv(65536)
+        for _ in range(500):
+            if len(studio.models[0].line) == 0:
+                break
+            time.sleep(0.02)
+        assert len(studio.models[0].line) == 0
+        assert 0 < len(calls) < 3 * 4 * 200
+    finally:
+        pipe.network._forward_hooks.clear()

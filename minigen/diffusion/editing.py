@@ -82,7 +82,7 @@ def sdedit_start(diffusion: Diffusion, x_init: torch.Tensor, strength: float, ti
 
 @torch.no_grad()
 def ddim_invert(denoiser, x0: torch.Tensor, timesteps: list[int], *, cond: dict | None = None, refine: int = 0,
-                progress: bool = True) -> torch.Tensor:
+                progress: bool = True, callback=None) -> torch.Tensor:
     """Run deterministic DDIM (η = 0) backwards, x_0 -> x_T, over the descending `timesteps` a
     sampler would visit.
 
@@ -91,7 +91,9 @@ def ddim_invert(denoiser, x0: torch.Tensor, timesteps: list[int], *, cond: dict 
     ε̂(x_t, t) needs the unknown x_t; the usual inversion (Song et al. §4.3, Dhariwal & Nichol
     2021 App. F) evaluates it at x_s instead. `refine` extra fixed-point iterations re-evaluate
     ε̂ at the current estimate of x_t, which makes the inversion exact where they converge.
-    Sampling with η = 0 from the result returns x_0 (without thresholding: clip_x0=False)."""
+    Sampling with η = 0 from the result returns x_0 (without thresholding: clip_x0=False).
+    callback(t, x_t) after each step up (progress, and a place to stop: an exception it raises
+    ends the inversion there)."""
     diffusion, cond = denoiser.diffusion, cond or {}
     levels = [-1] + list(reversed(timesteps))                             # ascending, from clean data
     x = x0
@@ -100,6 +102,8 @@ def ddim_invert(denoiser, x0: torch.Tensor, timesteps: list[int], *, cond: dict 
         for _ in range(1 + refine):
             x_t = diffusion.ddim_step_up(x, denoiser(x_t, t, **cond).eps, s, t)
         x = x_t
+        if callback is not None:
+            callback(t, x)
     return x
 
 

@@ -169,18 +169,24 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
         total = len(repaint_timesteps(sampler.timesteps(d), REPAINT_JUMP, REPAINT_RESAMPLE)) - 1
     if job.mode == "sdedit":
         total = round(job.strength * total)
+    if job.mode == "invert":                         # up the chain, down again to reconstruct, and re-sample
+        total = total * (3 if job.cond else 2)
     shown = {"i": 0, "last": 0.0}
 
-    def frame(t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+    def frame(t: int, x_t: torch.Tensor, x0: torch.Tensor | None = None) -> None:
+        """A frame of the reverse process (or, without x̂_0, of the inversion's climb)."""
         shown["i"] += 1
         now = time.perf_counter()
         if now - shown["last"] < frame_every_s and t >= 0:
             return
         shown["last"] = now
-        event = {"event": "frame", "i": shown["i"], "of": max(total, shown["i"]), "t": int(t),
-                 "x0": png_url(pipe.to_pixels(x0).clamp(-1, 1), nrow=job.n, pad=1, scale=1)}
+        event = {"event": "frame", "i": shown["i"], "of": max(total, shown["i"]), "t": int(t)}
+        if x0 is not None:
+            event["x0"] = png_url(pipe.to_pixels(x0).clamp(-1, 1), nrow=job.n, pad=1, scale=1)
+        else:
+            event["stage"] = "inverting"
         if pipe.latent is None:                      # a noisy latent is no picture
-            event["x_t"] = png_url(x_t.clamp(-1, 1), nrow=job.n, pad=1, scale=1)
+            event["x_t"] = png_url(x_t.clamp(-1, 1), nrow=x_t.shape[0], pad=1, scale=1)
         emit(event)
 
     loop = {"cond": job.cond, "generator": generator, "callback": frame, "progress": False}
@@ -199,7 +205,7 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
             x = pipe.sdedit(sampler, denoiser, image, job.strength, job.n, **loop)
             panels, captions = torch.cat([image, x]), ["original"] + [f"s = {job.strength:g}"] * job.n
         else:
-            x_T, back = pipe.invert(sampler, image, job.cond, progress=False)
+            x_T, back = pipe.invert(sampler, image, job.cond, progress=False, callback=frame)
             x = pipe.to_pixels(sampler.sample(denoiser, x_T, **loop)) if job.cond else back
             panels = torch.cat([image, back, x]) if job.cond else torch.cat([image, back])
             captions = ["original", "reconstructed"] + ([f"as {job.label_name}"[:24]] if job.cond else [])

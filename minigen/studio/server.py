@@ -147,6 +147,7 @@ class Handler(BaseHTTPRequestHandler):
 
     server_version = "minigen-studio"
     protocol_version = "HTTP/1.0"              # the connection closes after each answer: streams end with it
+    timeout = 10                               # seconds a socket may stay silent: an idle client lets go of its thread
 
     # ---- answers ----
     def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -176,21 +177,47 @@ class Handler(BaseHTTPRequestHandler):
 
     def _guard(self, handle) -> None:
         """Whatever happens in a request stays in it: a one-line 400 for a bad request, a 500 (and
-        the traceback on the server's terminal) for a bug; a vanished client is let go."""
+        the traceback on the server's terminal) for a bug; a vanished client is let go, even one
+        that leaves before its answer."""
         try:
+            refused = self._foreign()
+            if refused:
+                self.close_connection = True
+                return self._error(HTTPStatus.FORBIDDEN, refused)
             handle()
         except (BadRequest, MinigenError) as e:
-            self._error(HTTPStatus.BAD_REQUEST, str(e).splitlines()[0])
+            self._answer_error(HTTPStatus.BAD_REQUEST, str(e).splitlines()[0])
         except Busy as e:
-            self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(e))
-        except (BrokenPipeError, ConnectionResetError, Cancelled):
+            self._answer_error(HTTPStatus.SERVICE_UNAVAILABLE, str(e))
+        except (OSError, Cancelled):                          # the client went away (or fell silent)
             pass
         except Exception as e:                               # noqa: BLE001 - the server must outlive any bug
             traceback.print_exc(file=sys.stderr)
-            try:
-                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the studio failed: {type(e).__name__}: {e}"[:300])
-            except OSError:
-                pass
+            self._answer_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"the studio failed: {type(e).__name__}: {e}"[:300])
+
+    def _answer_error(self, status: int, message: str) -> None:
+        try:
+            self._error(status, message)
+        except OSError:                                      # gone before its answer: nothing to tell
+            pass
+
+    def _foreign(self) -> str | None:
+        """Why a request is not from this studio's own page, or None. The Host header must name
+        this machine (or --host), which a DNS-rebinding page cannot fake; an Origin header, which
+        browsers send with every cross-site POST, must be the studio's own; a POST must say it is
+        JSON, which no page on another site can send without asking first (CORS preflight)."""
+        host = (self.headers.get("Host") or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+        allowed = self.server.host_names
+        if allowed is not None and host and name not in allowed:    # no Host at all: no browser sent it
+            return f"Host {host or '(none)'}: the studio answers only to {', '.join(sorted(allowed))}"
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{host}":
+            return f"Origin {origin}: the studio answers only to its own page"
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if self.command == "POST" and kind != "application/json":
+            return "a request to the studio is JSON: send it with Content-Type: application/json"
+        return None
 
     def _get(self) -> None:
         url = urlparse(self.path)
@@ -219,14 +246,14 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             return self._error(HTTPStatus.LENGTH_REQUIRED, "send the request with a Content-Length")
+        if length < 0:
+            self.close_connection = True
+            return self._error(HTTPStatus.BAD_REQUEST, f"Content-Length {length}: not a length")
         if length > studio.max_upload:
             self.close_connection = True
             return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                                f"the request is {length:,} bytes; the studio takes at most {studio.max_upload:,}")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise BadRequest("the request is not JSON") from None
+        body = read_json(self.rfile.read(length) or b"{}")
         if not isinstance(body, dict):
             raise BadRequest("the request must be a JSON object")
         served = studio.model(body.get("model"))
@@ -276,9 +303,13 @@ class StudioServer(HTTPServer):
     session's memory stays flat). Connections beyond the pool wait for a free thread."""
 
     def __init__(self, studio: Studio, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False,
-                 threads: int = 16):
+                 threads: int = 64):
+        self.pool = None                                      # set below; server_close needs it even when bind fails
         super().__init__((host, port), Handler)
         self.studio, self.verbose = studio, verbose
+        # the names a request's Host may give: this machine's loopback ones, and --host (any, for 0.0.0.0 or ::)
+        self.host_names = None if host in ("0.0.0.0", "::", "") else (
+            {"localhost", "127.0.0.1", "[::1]", host.lower() if ":" not in host else f"[{host.lower()}]"})
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="studio")
 
     def process_request(self, request, client_address) -> None:
@@ -294,4 +325,24 @@ class StudioServer(HTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def read_json(data: bytes):
+    """A request body as JSON, refusing (BadRequest) what would only fail later: not JSON, NaN,
+    Infinity or a number too large for a float (1e400), nesting too deep for the parser."""
+    def finite(text: str) -> float:
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise BadRequest(f"the number {text[:20]} is too large")
+        return value
+
+    def constant(name: str):
+        raise BadRequest(f"{name} is not a number the studio takes")
+    try:
+        return json.loads(data, parse_float=finite, parse_constant=constant)
+    except RecursionError:
+        raise BadRequest("the request is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError):                 # JSONDecodeError, or an integer of thousands of digits
+        raise BadRequest("the request is not JSON") from None

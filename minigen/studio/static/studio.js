@@ -95,10 +95,10 @@ function show(event, mode) {
   else if (event.event === "started") say("running...");
   else if (event.event === "frame") {
     if (event.x_t) $("frame-xt").src = event.x_t;
-    $("frame-x0").src = event.x0;
+    if (event.x0) $("frame-x0").src = event.x0;
     $("progress").max = event.of;
     $("progress").value = event.i;
-    say(`step ${event.i} of ${event.of}, t = ${event.t}`);
+    say(`${event.stage === "inverting" ? "inverting: " : ""}step ${event.i} of ${event.of}, t = ${event.t}`);
   } else if (event.event === "error") say(event.message, true);
   else if (event.event === "done") {
     $("progress").value = $("progress").max;
