@@ -133,6 +133,9 @@ def resolve(cfg: SamplingConfig, given: set[str], pipe, job: str = "generate") -
 
     # ---- prompts, for a text-conditional model ----------------------------------------------------
     prompts = list(cfg.prompt or [])
+    if any(not p.strip() for p in prompts):
+        raise MinigenError("--prompt: an empty prompt says nothing to draw (the model's unconditional pass is "
+                           "--guidance 1)")
     if cfg.prompts_file:
         try:
             with open(cfg.prompts_file, "rb") as f:                    # a bounded read: /dev/zero ends here too

@@ -180,3 +180,18 @@ def test_dropout_flag_reaches_the_saved_config_and_bad_values_fail_in_one_line(t
     assert load_checkpoint(tmp_path / "a" / "last.pt")["config"]["dropout"] == 0.3
     code = train_ddpm.run(train_ddpm.main, [*TINY, "--dropout", "1.5", "--steps", "1", "--out", str(tmp_path / "b")])
     assert code == 2 and "--dropout: 1.5: must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_a_resumed_run_keeps_its_steps_unless_told_and_says_when_told(tmp_path, capsys):
+    """--steps 4 stopped at 2, then only --resume: the run ends at its own 4 (not the default
+    1,200, which would also stretch its learning-rate schedule); a --steps given on resume is a
+    change, and it is said."""
+    out = tmp_path / "run"
+    common = [*TINY, "--sample-every", "0", "--out", str(out)]
+    assert train_ddpm.run(train_ddpm.main, [*common, "--steps", "4", "--stop-after", "2"]) == 0
+    assert train_ddpm.run(train_ddpm.main, [*common, "--resume"]) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 4
+    capsys.readouterr()
+    assert train_ddpm.run(train_ddpm.main, [*common, "--resume", "--steps", "6"]) == 0
+    assert "--steps 6: changed from the run's 4" in capsys.readouterr().out
+    assert load_checkpoint(out / "last.pt")["step"] == 6

@@ -444,3 +444,13 @@ def test_leaving_during_an_inversion_stops_it(served):
         assert 0 < len(calls) < 3 * 4 * 200
     finally:
         pipe.network._forward_hooks.clear()
+
+
+def test_a_second_studio_on_a_port_in_use_says_so_in_one_line(served, capsys):
+    from minigen.cli import run
+    from minigen.studio.__main__ import main
+    url, _, out = served
+    port = url.rsplit(":", 1)[1]
+    assert run(main, ["--ckpt", str(out / "glyphs" / "last.pt"), "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err

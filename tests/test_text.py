@@ -188,3 +188,11 @@ def test_words_of_any_script_and_symbols_are_kept_whole_and_refused_by_name():
     assert tok.unknown("a ｒｅｄ círcle 🔵") == ["círcle", "🔵"]
     with pytest.raises(MinigenError, match="unknown words in the prompt: 'círcle', '🔵'"):
         tok.encode_known(["a red círcle 🔵"])
+
+
+def test_a_prompt_longer_than_the_model_reads_is_refused_naming_what_would_be_cut():
+    tok = Tokenizer.learn(["a red circle"], max_len=4)                  # [CLS] and three words
+    assert tok.encode_known(["a red circle"])[1].sum().item() == 4
+    with pytest.raises(MinigenError, match="the prompt has 5 words; this model reads at most 3, so 2 would be "
+                                           "dropped \\(red circle\\)"):
+        tok.encode_known(["a red circle red circle"])

@@ -60,6 +60,9 @@ class RunConfig:
                              check=at_least(1))
 
 
+# Runtime settings that belong to one invocation, not to the run: never taken from the checkpoint.
+INVOCATION = ("resume", "stop_after", "out", "device")
+
 # A loss this many times its value at a run's first step (or this large, where that was below 1)
 # has diverged: the weights are past saving, even while every number is still finite.
 DIVERGED = 1000.0
@@ -196,10 +199,18 @@ class Run:
                 pass
 
     def _resumed(self, cfg, saved: dict, given: set[str]):
-        """The saved settings, but for the runtime ones, which come from the command line. A
-        setting given on the command line that differs from the saved one is refused: the
-        checkpoint defines the run, and a flag must never be dropped without a word."""
+        """The saved settings. A runtime one (--steps, intervals, ...) may be changed on the
+        command line, and the change is said; one not given keeps the run's value (a resumed
+        `--steps 500` run still stops at 500). The few that belong to one invocation (--resume,
+        --stop-after, --out, --device) come from the command line. A non-runtime setting given
+        on the command line that differs from the saved one is refused: the checkpoint defines
+        the run, and a flag must never be dropped without a word."""
         runtime = runtime_fields(type(cfg))
+        for f in dataclasses.fields(cfg):
+            if f.name in runtime and f.name not in INVOCATION and f.name in saved and f.name not in given:
+                setattr(cfg, f.name, saved[f.name])
+            elif f.name in runtime and f.name in saved and f.name in given and getattr(cfg, f.name) != saved[f.name]:
+                self.say(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}: changed from the run's {saved[f.name]}")
         conflicts = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)} (the run has {saved[f.name]})"
                      for f in dataclasses.fields(cfg) if f.name not in runtime and f.name in saved
                      and f.name in given and getattr(cfg, f.name) != saved[f.name]]
