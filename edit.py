@@ -32,7 +32,7 @@ from minigen.diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
 from minigen.images import mask_panel, save_grid
-from minigen.sampling import SamplingConfig, compiled, conditioner, describe, make_denoiser, resolve, sampler_config
+from minigen.sampling import SamplingConfig, command, compiled, conditioner, describe, make_denoiser, resolve, sampler_config
 
 JOBS = ("inpaint", "init", "invert")
 
@@ -119,7 +119,8 @@ def main(argv=None) -> int:
             name = cfg.prompt[0][:24] if cfg.prompt else pipe.classes[cfg.class_] if pipe.classes else cfg.class_
             panels, captions = torch.cat([panels, edited]), captions + [f"as {name}"]
         what = "DDIM inversion"
-    path = save_grid(panels, out, nrow=len(panels), captions=captions, scale=max(1, 96 // max(H, W)))
+    path = save_grid(panels, out, nrow=len(panels), captions=captions, scale=max(1, 96 // max(H, W)),
+                     text={"minigen": command("edit.py", argv)})                  # the command, inside the PNG
     print(f"wrote {path}: {what}, {time.perf_counter() - start:.1f}s")
     return 0
 

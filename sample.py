@@ -17,7 +17,8 @@ Editing an image (inpainting, SDEdit, inversion) is edit.py, with the same sampl
 flags. A latent diffusion checkpoint (train_ldm.py) carries its autoencoder: every flag works on
 it the same way (the sampler runs on latents; pictures are decoded).
 
-Same --seed, same images. A missing, corrupt, code-carrying or wrong-kind checkpoint, or a flag
+Same --seed, same images; the command that made a grid is saved inside its PNG (text chunk
+"minigen"). A missing, corrupt, code-carrying or wrong-kind checkpoint, or a flag
 that does not apply to it, is reported in one line, with exit status 2.
 """
 
@@ -37,7 +38,7 @@ from minigen.diffusion import Frames, SamplerConfig
 from minigen.errors import MinigenError
 from minigen.images import save_gif, save_grid, save_npz, save_pngs, save_strip
 from minigen.interpolation import slerp
-from minigen.sampling import SamplingConfig, compiled, conditioner, describe, make_denoiser, resolve, sampler_config
+from minigen.sampling import SamplingConfig, command, compiled, conditioner, describe, make_denoiser, resolve, sampler_config
 
 EDIT = "editing is edit.py's now, with the same flags: python edit.py --ckpt CKPT "
 MOVED = {"--inpaint": EDIT + "--inpaint IMAGE --mask-box x0,y0,x1,y1", "--init": EDIT + "--init IMAGE --strength S",
@@ -155,7 +156,8 @@ def main(argv=None) -> int:
         per_row, row_labels = n // K, [str(c)[:10] for c in pipe.classes] if pipe.classes else [str(k) for k in range(K)]
     if cfg.prompt and n % len(cfg.prompt) == 0:
         per_row, row_labels = n // len(cfg.prompt), [p[:40] for p in cfg.prompt]
-    print(f"wrote {save_grid(x, out, nrow=per_row, row_labels=row_labels)}")
+    made_by = {"minigen": command("sample.py", argv)}                 # the command, inside the PNG
+    print(f"wrote {save_grid(x, out, nrow=per_row, row_labels=row_labels, text=made_by)}")
     if cfg.save_npz:
         print(f"wrote {save_npz(x, cfg.save_npz, labels if K else None)} ({n} samples, uint8 N x H x W x C)")
     if cfg.save_dir:

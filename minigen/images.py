@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from .errors import MinigenError
 
@@ -86,9 +86,15 @@ def make_grid(x: torch.Tensor, nrow: int | None = None, captions: list[str] | No
 
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int | None = None, captions: list[str] | None = None,
-              row_labels: list[str] | None = None, scale: int | None = None) -> Path:
-    """Write a grid of images as PNG (see make_grid); returns the path."""
-    return _atomic_save(make_grid(x, nrow, captions, row_labels, scale), path)
+              row_labels: list[str] | None = None, scale: int | None = None, text: dict | None = None) -> Path:
+    """Write a grid of images as PNG (see make_grid); returns the path. `text` goes into the PNG
+    as text chunks (key -> value), e.g. the command that made it, as other image tools do."""
+    extra = {}
+    if text and Path(path).suffix.lower() == ".png":
+        extra["pnginfo"] = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            extra["pnginfo"].add_itxt(key, value)
+    return _atomic_save(make_grid(x, nrow, captions, row_labels, scale), path, **extra)
 
 
 def save_strip(frames: torch.Tensor, path: str | Path, captions: list[str] | None = None,

@@ -15,6 +15,8 @@ one line.
 """
 
 import dataclasses
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +93,11 @@ class SamplingConfig:
     cuda_graphs: bool = setting(False, "CUDA only: compile the per-step network call and replay it as a CUDA graph "
                                        "(mode reduce-overhead); 3.6x eager DDIM on an H200 (docs/performance.md)")
     progress: bool = setting(True, "show a progress bar")
+
+
+def command(script: str, argv=None) -> str:
+    """The command line that ran `script`, quoted so that a shell runs it again."""
+    return "python " + shlex.join([script, *(sys.argv[1:] if argv is None else argv)])
 
 
 def describe(pipe) -> str:

@@ -100,3 +100,17 @@ def test_save_npz_naming_a_folder_is_refused_before_sampling(tmp_path, capsys):
     assert sample.run(sample.main, args) == 2
     out = capsys.readouterr()
     assert "(not a folder)" in out.err and "device:" not in out.out
+
+
+def test_the_png_holds_the_command_that_makes_it_again(tmp_path):
+    """sample.py writes its command line into the grid's PNG (text chunk "minigen"); run again
+    (into another file) it gives the same pixels."""
+    import shlex
+    args = ["--ckpt", str(OLD / "ddpm.pt"), "--steps", "2", "-n", "4", "--class", "3", "--seed", "7", "--no-progress",
+            "--out", str(tmp_path / "a.png")]
+    assert sample.run(sample.main, args) == 0
+    made_by = shlex.split(Image.open(tmp_path / "a.png").text["minigen"])
+    assert made_by[:2] == ["python", "sample.py"] and made_by[2:] == args
+    again = made_by[2:-1] + [str(tmp_path / "b.png")]
+    assert sample.run(sample.main, again) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
