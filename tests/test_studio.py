@@ -454,3 +454,12 @@ def test_a_second_studio_on_a_port_in_use_says_so_in_one_line(served, capsys):
     assert run(main, ["--ckpt", str(out / "glyphs" / "last.pt"), "--port", port]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err
+
+
+def test_a_blank_prompt_is_no_prompt_and_an_unnamed_inversion_is_not_captioned_none(served):
+    url, _, _ = served
+    status, answer = post(url, {"model": 1, "prompt": "   ", "steps": 1, "n": 1})
+    assert status == 400 and "write a prompt" in answer["error"]
+    status, events = post(url, {"model": 1, "mode": "invert", "prompt": "  ", "steps": 2, "n": 1, "test_index": 0})
+    assert status == 200 and events[-1]["event"] == "done", events[-1]
+    assert [p["caption"] for p in events[-1]["panels"]] == ["original", "reconstructed"]

@@ -121,6 +121,8 @@ def read_job(body: dict, pipe, test_png) -> Job:
     text = pipe.tokenizer is not None
     label, prompt = _field(body, "label", int, None), _field(body, "prompt", str, None)
     negative_text = _field(body, "negative", str, None)
+    prompt = prompt.strip() or None if prompt is not None else None          # blank is no prompt at all
+    negative_text = negative_text.strip() or None if negative_text is not None else None
     if text:
         if prompt is None and mode != "invert":
             raise BadRequest("this model is text-conditional: write a prompt")
@@ -206,9 +208,10 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
             panels, captions = torch.cat([image, x]), ["original"] + [f"s = {job.strength:g}"] * job.n
         else:
             x_T, back = pipe.invert(sampler, image, job.cond, progress=False, callback=frame)
-            x = pipe.to_pixels(sampler.sample(denoiser, x_T, **loop)) if job.cond else back
-            panels = torch.cat([image, back, x]) if job.cond else torch.cat([image, back])
-            captions = ["original", "reconstructed"] + ([f"as {job.label_name}"[:24]] if job.cond else [])
+            told = bool(job.cond) and job.label_name is not None         # re-sampled as something: its name
+            x = pipe.to_pixels(sampler.sample(denoiser, x_T, **loop)) if told else back
+            panels = torch.cat([image, back, x]) if told else torch.cat([image, back])
+            captions = ["original", "reconstructed"] + ([f"as {job.label_name}"[:24]] if told else [])
     seconds = time.perf_counter() - start
     nrow = len(panels) if captions else None
     return {"event": "done", "seconds": round(seconds, 3), "images_per_s": round(job.n / seconds, 2),
