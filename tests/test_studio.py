@@ -463,3 +463,24 @@ def test_a_blank_prompt_is_no_prompt_and_an_unnamed_inversion_is_not_captioned_n
     status, events = post(url, {"model": 1, "mode": "invert", "prompt": "  ", "steps": 2, "n": 1, "test_index": 0})
     assert status == 200 and events[-1]["event"] == "done", events[-1]
     assert [p["caption"] for p in events[-1]["panels"]] == ["original", "reconstructed"]
+
+
+def test_stopping_the_studio_stops_its_running_job():
+    """Ctrl-C calls StudioServer.stop: a job in the middle of 1,000 steps ends at its next frame,
+    so the line is empty again long before the job would have finished."""
+    studio = Studio([Path(__file__).resolve().parent / "data" / "before_refactor" / "ddpm.pt"], queue=2)
+    server, url = start(studio)
+    body = json.dumps({"model": 0, "label": 0, "steps": 1000, "n": 1}).encode()
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=60) as s:
+            s.sendall(b"POST /api/run HTTP/1.0\r\nContent-Type: application/json\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            received = b""
+            while b'"frame"' not in received:
+                received += s.recv(65536)
+            assert server.stop() is True
+            assert len(studio.models[0].line) == 0
+    finally:
+        server.shutdown()
+        server.server_close()

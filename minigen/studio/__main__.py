@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped")
+        ended = server.stop()                   # running jobs stop at their next frame
+        print("stopped" + ("" if ended else "; a job was still running and is abandoned"))
     finally:
         server.server_close()
     return 0

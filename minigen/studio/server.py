@@ -131,6 +131,7 @@ class Studio:
             pipe = pipelines.load(path, device, kind="ddpm")
             self.models.append(Served(str(path), pipe, Line(queue)))
         self.max_upload = max_upload
+        self.stopping = threading.Event()      # set on Ctrl-C: every running job stops at its next frame
 
     def model(self, value) -> Served:
         try:
@@ -288,8 +289,10 @@ class Handler(BaseHTTPRequestHandler):
             served.line.leave(ticket)
 
     def _event(self, event: dict) -> None:
-        """One line of the stream, flushed; a closed connection becomes Cancelled, which stops
-        the sampling loop from inside its callback."""
+        """One line of the stream, flushed; a closed connection, or a studio that is stopping,
+        becomes Cancelled, which stops the sampling loop from inside its callback."""
+        if self.server.studio.stopping.is_set():
+            raise Cancelled
         try:
             self.wfile.write(json.dumps(event).encode() + b"\n")
             self.wfile.flush()
@@ -327,6 +330,20 @@ class StudioServer(HTTPServer):
         super().server_close()
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def stop(self, seconds: float = 5.0) -> bool:
+        """Stop every running job (at its next frame) and wait up to `seconds` for them to end;
+        True when they have."""
+        self.studio.stopping.set()
+        if self.pool is None:
+            return True
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = threading.Event()
+        for _ in range(int(seconds / 0.05)):
+            if not any(len(m.line) for m in self.studio.models):
+                return True
+            deadline.wait(0.05)
+        return False
 
 
 def read_json(data: bytes):
