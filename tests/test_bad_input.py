@@ -20,19 +20,22 @@ from PIL import Image
 import edit
 import evaluate
 import sample
+import distill
+import train_clip
 import train_ddpm
 import train_gan
 import train_ldm
 import train_vae
 import train_vit
-from minigen.evaluation import bench, latent_bench, prompts
+from minigen.data import __main__ as data_cli
+from minigen.evaluation import bench, grain, latent_bench, prompts
 from minigen.training.runlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "before_refactor"          # a tiny diffusion model, GAN and ViT
 SCRIPTS = {"train_ddpm.py": train_ddpm, "train_ldm.py": train_ldm, "train_gan.py": train_gan, "train_vit.py": train_vit,
            "train_vae.py": train_vae, "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate, "prompts": prompts, "latent_bench": latent_bench,
-           "bench": bench}
+           "bench": bench, "train_clip.py": train_clip, "distill.py": distill, "grain": grain, "data": data_cli}
 
 BAD = [
     ("train_ddpm.py", ["--batch-size", "0"], "--batch-size"),
@@ -151,6 +154,19 @@ BAD = [
     ("latent_bench", ["--pixel", "/no/such.pt"], "no such checkpoint file"),
     ("bench", ["--device", "meta"], "--device"),
     ("bench", ["--budget-s", "-1"], "--budget-s"),
+    ("train_clip.py", ["--max-len", "100000"], "--max-len"),
+    ("train_clip.py", ["--contrast", "bogus"], "--contrast bogus"),
+    ("train_clip.py", ["--seed", "-1"], "--seed"),
+    ("distill.py", ["--start-steps", "0"], "--start-steps"),
+    ("distill.py", ["--teacher", str(OLD / "gan.pt")], "'gan' checkpoint"),
+    ("distill.py", ["--teacher", str(OLD / "ddpm.pt")], "predicts ε"),              # an ε teacher
+    ("grain", ["-n", "0"], "-n"),
+    ("grain", ["--guidance", "1e12"], "--guidance"),
+    ("grain", ["--device", "meta"], "--device"),
+    ("grain", ["--ckpt", "/no/such.pt"], "no such checkpoint file"),
+    ("data", ["show", "bogus"], "unknown data set 'bogus'"),
+    ("data", ["show", "glyphs", "-n", "0"], "-n"),
+    ("data", ["show", "glyphs", "--seed", str(2**64)], "--seed"),
 ]
 
 
@@ -174,6 +190,12 @@ def invoke(script: str, args: list[str], out: Path, image: Path | None = None) -
         args = ["--pixel", str(OLD / "ddpm.pt"), "--latent", str(OLD / "ddpm.pt"), "--out", str(out), *args]
     elif script == "bench":
         args = ["--smoke", "--out", str(out), *args]
+    elif script == "distill.py":
+        args = ["--teacher", str(OLD / "v.pt"), "--out", str(out), *args]
+    elif script == "grain":
+        args = [*(["--ckpt", str(OLD / "v.pt")] if "--ckpt" not in args else []), *args]
+    elif script == "data":
+        args = [*args[:2], "--out", str(out / "grid.png"), *args[2:]] if args[0] == "show" else args
     else:
         args = ["--preset", "tiny", "--steps", "2", "--out", str(out), *args]
     return SCRIPTS[script].run(SCRIPTS[script].main, args)

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ..cli import SEED, Parser, at_least, number, writable_image
+from ..cli import SEED, Parser, at_least, number, run, writable_image
 from ..errors import MinigenError
 from ..images import save_grid
 from . import DOWNLOADABLE, NAMES, cache_dir, data_root, download, load_dataset
@@ -65,4 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

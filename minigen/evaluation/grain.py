@@ -23,7 +23,8 @@ import sys
 import torch
 
 from .. import pipelines
-from ..cli import SEED, Parser, at_least, number, run
+from ..cli import GUIDANCE, SEED, Parser, at_least, between, non_negative, number, run
+from ..device import pick_device
 from ..data import train_and_test
 from ..diffusion import SamplerConfig
 from ..errors import MinigenError
@@ -80,10 +81,10 @@ def denoising_table(pipe, test, limit, args) -> list[tuple[int, float, float, fl
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", action="append", required=True, help="diffusion checkpoint (repeatable)")
-    p.add_argument("-n", type=number(int, at_least(10)), default=100, help="samples per setting (default: 100)")
+    p.add_argument("-n", type=number(int, between(10, 100_000)), default=100, help="samples per setting (default: 100)")
     p.add_argument("--steps", type=number(int, at_least(1)), default=50, help="DDIM steps (default: 50)")
-    p.add_argument("--guidance", type=number(float), default=3.0, help="guidance scale w (default: 3)")
-    p.add_argument("--sigma-low", type=number(float), default=0.28,
+    p.add_argument("--guidance", type=number(float, GUIDANCE), default=3.0, help="guidance scale w (default: 3)")
+    p.add_argument("--sigma-low", type=number(float, non_negative), default=0.28,
                    help="σ below which the low-noise row does not guide (default: 0.28)")
     p.add_argument("--seed", type=number(int, SEED), default=0, help="seed of x_T and of the noise in table 3 (default: 0)")
     p.add_argument("--device", default="cpu", help="device (default: cpu)")
@@ -93,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 @torch.no_grad()
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    device, _ = pick_device(args.device)
     for path in args.ckpt:
-        pipe = pipelines.load(path, args.device, kind="ddpm")
+        pipe = pipelines.load(path, device, kind="ddpm")
         data = pipe.data
         if not data.get("dataset"):
             raise MinigenError(f"{path}: the checkpoint does not say which data it was trained on")
