@@ -95,7 +95,10 @@ def main(argv=None) -> int:
     if cfg.attention:
         model_cfg = dataclasses.replace(model_cfg, attention_resolutions=attention_sizes(cfg.attention, model_cfg))
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = UNet(model_cfg).to(device).to(memory_format=memory_format)
+    try:
+        model = UNet(model_cfg).to(device).to(memory_format=memory_format)
+    except ValueError as e:                   # a size the U-Net's levels cannot halve: the model says why
+        raise MinigenError(f"--preset {cfg.preset} at {H}x{W}: {e}") from None
     diffusion_cfg = DiffusionConfig(cfg.schedule, cfg.T, cfg.prediction)
     diffusion = Diffusion.from_config(diffusion_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -154,6 +154,7 @@ BAD = [
     ("latent_bench", ["--pixel", "/no/such.pt"], "no such checkpoint file"),
     ("bench", ["--device", "meta"], "--device"),
     ("bench", ["--budget-s", "-1"], "--budget-s"),
+    ("train_ddpm.py", ["--dataset", "shapes", "--image-size", "27"], "is not divisible by 2"),
     ("train_clip.py", ["--max-len", "100000"], "--max-len"),
     ("train_clip.py", ["--contrast", "bogus"], "--contrast bogus"),
     ("train_clip.py", ["--seed", "-1"], "--seed"),
