@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from minigen import pipelines
-from minigen.cli import Parser, add_config_args, at_least, between, parse_config, run, setting, writable_image
+from minigen.cli import Parser, add_config_args, between, flag_of, parse_config, run, setting, writable_image
 from minigen.data import to_float
 from minigen.data.readers import box_mask, read_image, read_mask
 from minigen.device import pick_device
@@ -57,7 +57,7 @@ def job_of(cfg: EditConfig, given: set[str]) -> str:
              "strength": "init"}
     for name, parent in needs.items():
         if name in given and getattr(cfg, parent) is None:
-            raise MinigenError(f"--{name.replace('_', '-')} goes with --{parent}")
+            raise MinigenError(f"{flag_of(EditConfig, name)} goes with {flag_of(EditConfig, parent)}")
     jobs = [job for job in JOBS if getattr(cfg, job) is not None]
     if len(jobs) != 1:
         raise MinigenError("say what to edit: one of --inpaint IMAGE, --init IMAGE, --invert IMAGE"

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from minigen import pipelines
-from minigen.cli import Parser, add_config_args, at_least, between, parse_config, refuse_moved, run, setting
+from minigen.cli import Parser, add_config_args, between, parse_config, refuse_moved, run, setting
 from minigen.cli import writable_folder, writable_image
 from minigen.device import pick_device
 from minigen.diffusion import Frames, SamplerConfig

@@ -109,11 +109,18 @@ def _base_type(tp):
     return tp
 
 
+def flag_of(cls, name: str) -> str:
+    """The command-line flag of setting `name` of dataclass `cls`: `--field-name`, or the `flag`
+    its `setting` names (`-n`, `--class`)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.metadata.get("flag") or "--" + name.replace("_", "-")
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field of dataclass `cls`, each declared with `setting`."""
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        flag = flag_of(cls, f.name)
         help_text, choices, check = meta["help"], meta["choices"], meta.get("check")
         base = _base_type(f.type)
         if base is bool:                            # --x and --no-x; a plain switch where `flag` names it

@@ -176,8 +176,7 @@ class DiffusionPipeline(Pipeline):
         x_T = ddim_invert(plain, self.to_latent(image), sampler.timesteps(self.diffusion), cond=source, refine=3,
                           progress=progress, callback=callback)
         back = self.to_pixels(SamplerConfig("ddim", sampler.steps, spacing=sampler.spacing, clip_x0=False)
-                              .sample(plain, x_T, cond=source, progress=False,
-                                      callback=None if callback is None else lambda t, x, x0: callback(t, x, x0)))
+                              .sample(plain, x_T, cond=source, progress=False, callback=callback))
         return x_T, back
 
 

@@ -18,12 +18,11 @@ import dataclasses
 import shlex
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from . import pipelines
-from .cli import GUIDANCE, LOSS_SCALE, SEED, at_least, between, interval, setting
+from .cli import GUIDANCE, LOSS_SCALE, SEED, at_least, between, flag_of, interval, setting
 from .diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, LossGuidance, SamplerConfig
 from .diffusion.editing import clip_loss, colour_loss
 from .diffusion.samplers import VARIANCES
@@ -37,10 +36,6 @@ PROMPTS_FILE_LIMIT = 2**20                # bytes of --prompts-file
 # Settings that only mean something beside another one.
 NEEDS = {"classifier_scale": "classifier", "color_scale": "color_target", "clip": "clip_guidance",
          "clip_scale": "clip_guidance"}
-
-
-def flag(name: str) -> str:
-    return {"class_": "--class", "n": "-n"}.get(name, "--" + name.replace("_", "-"))
 
 
 @dataclass
@@ -118,6 +113,7 @@ def resolve(cfg: SamplingConfig, given: set[str], pipe, job: str = "generate") -
     (--prompt and --prompts-file). Each refusal is one line (MinigenError)."""
     K, text = pipe.num_classes, pipe.kind == "ddpm" and pipe.tokenizer is not None
     editing = job != "generate"
+    flag = lambda name: flag_of(type(cfg), name)                   # noqa: E731 - the flag a message names
     if pipe.kind == "gan":
         for name in DIFFUSION_ONLY:
             if name in given:

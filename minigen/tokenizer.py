@@ -65,11 +65,10 @@ class Tokenizer:
             raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in the prompt: {', '.join(map(repr, unknown))}; "
                                f"this model knows: {' '.join(self.vocab[len(SPECIALS):])}")
         for text in texts:                                   # a cut prompt means something else: refuse it
-            n = len(words(text))
-            if n > self.max_len - 1:
-                cut = words(text)[self.max_len - 1:]
-                raise MinigenError(f"the prompt has {n} words; this model reads at most {self.max_len - 1}, so "
-                                   f"{n - self.max_len + 1} would be dropped ({' '.join(cut)}): shorten it")
+            cut = words(text)[self.max_len - 1:]
+            if cut:
+                raise MinigenError(f"the prompt has {len(words(text))} words; this model reads at most "
+                                   f"{self.max_len - 1}, so {len(cut)} would be dropped ({' '.join(cut)}): shorten it")
         return self.encode(texts)
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

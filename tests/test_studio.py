@@ -3,6 +3,7 @@ tiny checkpoints: generate, the stream, edits, every bad input, the line, cancel
 test; and the page in a real browser when headless Chromium and selenium are installed."""
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -212,6 +213,23 @@ def test_a_job_waits_in_line_and_hears_its_position(served):
     assert events[-1]["event"] == "done" and len(line) == 0
 
 
+@contextlib.contextmanager
+def job_until(url: str, job: dict, marker: bytes):
+    """A job posted on a raw connection, read until `marker` appears in the stream; the
+    connection closes (the page goes away) when the block ends."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(job).encode()
+    with socket.create_connection((host, int(port)), timeout=60) as s:
+        s.sendall(f"POST /api/run HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        received = b""
+        while marker not in received:
+            chunk = s.recv(65536)
+            assert chunk, f"the stream ended before {marker!r}: {received[-300:]!r}"
+            received += chunk
+        yield s
+
+
 def line_empties(model, seconds: float = 10.0) -> bool:
     """Whether the model's line is empty within `seconds` (a cancelled job leaves it at its next frame)."""
     for _ in range(int(seconds / 0.02)):
@@ -228,14 +246,8 @@ def test_a_client_that_goes_away_cancels_its_job(served):
     pipe = studio.models[0].pipe
     calls = []
     pipe.network.register_forward_hook(lambda *_: calls.append(1))
-    host, port = url.removeprefix("http://").split(":")
-    body = json.dumps({"model": 0, "label": 0, "steps": 1000, "n": 1}).encode()
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        s.sendall(b"POST /api/run HTTP/1.0\r\nContent-Type: application/json\r\n"
-                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        received = b""
-        while b'"frame"' not in received:
-            received += s.recv(65536)
+    with job_until(url, {"model": 0, "label": 0, "steps": 1000, "n": 1}, b'"frame"'):
+        pass
     assert line_empties(studio.models[0])
     assert 0 < len(calls) < 1000
     pipe.network._forward_hooks.clear()
@@ -431,15 +443,10 @@ def test_leaving_during_an_inversion_stops_it(served):
     pipe = studio.models[0].pipe
     calls = []
     pipe.network.register_forward_hook(lambda *_: calls.append(1))
-    body = json.dumps({"model": 0, "label": 2, "mode": "invert", "steps": 200, "n": 1, "test_index": 0}).encode()
-    host, port = url.removeprefix("http://").split(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=60) as s:
-            s.sendall(f"POST /api/run HTTP/1.0\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            received = b""
-            while b'"inverting"' not in received:
-                received += s.recv(65536)
+        with job_until(url, {"model": 0, "label": 2, "mode": "invert", "steps": 200, "n": 1, "test_index": 0},
+                       b'"inverting"'):
+            pass
         assert line_empties(studio.models[0])
         assert 0 < len(calls) < 3 * 4 * 200
     finally:
@@ -470,15 +477,8 @@ def test_stopping_the_studio_stops_its_running_job():
     so the line is empty again long before the job would have finished."""
     studio = Studio([Path(__file__).resolve().parent / "data" / "before_refactor" / "ddpm.pt"], queue=2)
     server, url = start(studio)
-    body = json.dumps({"model": 0, "label": 0, "steps": 1000, "n": 1}).encode()
-    host, port = url.removeprefix("http://").split(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=60) as s:
-            s.sendall(b"POST /api/run HTTP/1.0\r\nContent-Type: application/json\r\n"
-                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            received = b""
-            while b'"frame"' not in received:
-                received += s.recv(65536)
+        with job_until(url, {"model": 0, "label": 0, "steps": 1000, "n": 1}, b'"frame"'):
             assert server.stop() is True
             assert len(studio.models[0].line) == 0
     finally:

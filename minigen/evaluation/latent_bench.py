@@ -20,7 +20,6 @@ import argparse
 import copy
 import json
 import os
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode

@@ -24,7 +24,6 @@ saw, and measured worse).
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 

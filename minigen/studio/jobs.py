@@ -121,8 +121,8 @@ def read_job(body: dict, pipe, test_png) -> Job:
     text = pipe.tokenizer is not None
     label, prompt = _field(body, "label", int, None), _field(body, "prompt", str, None)
     negative_text = _field(body, "negative", str, None)
-    prompt = prompt.strip() or None if prompt is not None else None          # blank is no prompt at all
-    negative_text = negative_text.strip() or None if negative_text is not None else None
+    prompt = (prompt or "").strip() or None                                  # blank is no prompt at all
+    negative_text = (negative_text or "").strip() or None
     if text:
         if prompt is None and mode != "invert":
             raise BadRequest("this model is text-conditional: write a prompt")

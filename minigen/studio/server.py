@@ -24,6 +24,7 @@ import io
 import json
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -338,11 +339,10 @@ class StudioServer(HTTPServer):
         if self.pool is None:
             return True
         self.pool.shutdown(wait=False, cancel_futures=True)
-        deadline = threading.Event()
         for _ in range(int(seconds / 0.05)):
             if not any(len(m.line) for m in self.studio.models):
                 return True
-            deadline.wait(0.05)
+            time.sleep(0.05)
         return False
 
 

@@ -24,6 +24,7 @@ DistributedDataParallel module, and only rank 0 prints, logs, draws and saves.
 import argparse
 import atexit
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..cli import SEED, Parser, add_config_args, at_least, parse_config, runtime_fields, setting, writable_folder
+from ..cli import SEED, Parser, add_config_args, at_least, flag_of, parse_config, runtime_fields, setting, writable_folder
 from ..device import pick_device, resident_memory_mib
 from ..errors import MinigenError
 from ..progress import progress_bar
@@ -176,7 +177,8 @@ class Run:
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self._lock_file = lock
-            atexit.register(_release, lock)               # plain data: the run itself may go before the process
+            self._release_at_exit = functools.partial(_release, lock)   # plain data: the run may go first
+            atexit.register(self._release_at_exit)
             return
         raise MinigenError(f"{self.out}: could not take the folder's lock {lock}; remove it if no run uses the folder")
 
@@ -184,7 +186,7 @@ class Run:
         lock = getattr(self, "_lock_file", None)
         if lock is not None:
             _release(lock)
-            atexit.unregister(_release)
+            atexit.unregister(self._release_at_exit)           # this run's registration only
         self._lock_file = None
 
     def __del__(self):
@@ -207,11 +209,13 @@ class Run:
         the run, and a flag must never be dropped without a word."""
         runtime = runtime_fields(type(cfg))
         for f in dataclasses.fields(cfg):
-            if f.name in runtime and f.name not in INVOCATION and f.name in saved and f.name not in given:
+            if f.name not in runtime or f.name in INVOCATION or f.name not in saved:
+                continue
+            if f.name not in given:
                 setattr(cfg, f.name, saved[f.name])
-            elif f.name in runtime and f.name in saved and f.name in given and getattr(cfg, f.name) != saved[f.name]:
-                self.say(f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)}: changed from the run's {saved[f.name]}")
-        conflicts = [f"--{f.name.replace('_', '-')} {getattr(cfg, f.name)} (the run has {saved[f.name]})"
+            elif getattr(cfg, f.name) != saved[f.name]:
+                self.say(f"{flag_of(type(cfg), f.name)} {getattr(cfg, f.name)}: changed from the run's {saved[f.name]}")
+        conflicts = [f"{flag_of(type(cfg), f.name)} {getattr(cfg, f.name)} (the run has {saved[f.name]})"
                      for f in dataclasses.fields(cfg) if f.name not in runtime and f.name in saved
                      and f.name in given and getattr(cfg, f.name) != saved[f.name]]
         if conflicts:
