@@ -32,7 +32,8 @@ from minigen.diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE
 from minigen.errors import MinigenError
 from minigen.evaluation.metrics import psnr, ssim
 from minigen.images import mask_panel, save_grid
-from minigen.sampling import SamplingConfig, command, compiled, conditioner, describe, make_denoiser, resolve, sampler_config
+from minigen.sampling import SamplingConfig, command, compiled, conditioner, describe, generator_for, make_denoiser, resolve
+from minigen.sampling import sampler_config
 
 JOBS = ("inpaint", "init", "invert")
 
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
     labels = torch.full((n,), cfg.class_ if cfg.class_ is not None else 0)      # with prompts: the prompt's index
     sampler = sampler_config(cfg, pipe)
     denoiser = make_denoiser(cfg, pipe, labels, compiled(pipe.network, cfg, device))
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = generator_for(cfg, n, device)
     condition = conditioner(cfg, pipe)
     image = to_float(torch.from_numpy(read_image(getattr(cfg, job), C, (H, W))))[None].to(device)   # (1, C, H, W)
     loop = {"cond": condition(labels), "generator": generator, "progress": cfg.progress}

@@ -38,7 +38,9 @@ from minigen.diffusion import Frames, SamplerConfig
 from minigen.errors import MinigenError
 from minigen.images import save_gif, save_grid, save_npz, save_pngs, save_strip
 from minigen.interpolation import slerp
-from minigen.sampling import SamplingConfig, command, compiled, conditioner, describe, make_denoiser, resolve, sampler_config
+from minigen.seeds import ImageSeeds
+from minigen.sampling import SamplingConfig, command, compiled, conditioner, describe, generator_for, make_denoiser, resolve
+from minigen.sampling import sampler_config
 
 EDIT = "editing is edit.py's now, with the same flags: python edit.py --ckpt CKPT "
 MOVED = {"--inpaint": EDIT + "--inpaint IMAGE --mask-box x0,y0,x1,y1", "--init": EDIT + "--init IMAGE --strength S",
@@ -96,8 +98,11 @@ def labels_for(cfg: SampleConfig, pipe) -> torch.Tensor:
 
 def interpolation(cfg: SampleConfig, pipe, net, labels, generator, out: Path) -> None:
     """OUT_interp.png and .gif: a spherical walk between two latents (GAN z, or DDIM x_T with η = 0,
-    where x_T decides the image), told the first label."""
+    where x_T decides the image), told the first label. With --image-seeds the ends are images
+    0 and 1's own latents."""
     label, fractions = labels[:1].expand(cfg.interpolate), torch.linspace(0, 1, cfg.interpolate)
+    if cfg.image_seeds:
+        generator = ImageSeeds(cfg.seed, 2, pipe.device)
     if pipe.kind == "gan":
         ends = pipe.latent(2, generator)
         with torch.no_grad():
@@ -109,8 +114,7 @@ def interpolation(cfg: SampleConfig, pipe, net, labels, generator, out: Path) ->
                              dynamic_threshold=sampler.dynamic_threshold)
         walk = pipe.to_pixels(ddim.sample(make_denoiser(cfg, pipe, label, net),
                                           slerp(ends[0], ends[1], fractions).to(pipe.device),
-                                          cond=conditioner(cfg, pipe)(label), generator=generator,
-                                          progress=cfg.progress))
+                                          cond=conditioner(cfg, pipe)(label), progress=cfg.progress))
     strip = save_strip(walk, out.with_name(out.stem + "_interp.png"), captions=[f"{s:.2f}" for s in fractions.tolist()])
     gif = save_gif(list(walk) + list(walk.flip(0)), out.with_name(out.stem + "_interp.gif"), duration_ms=120)
     print(f"wrote {strip} and {gif} (spherical interpolation between two latents)")
@@ -131,11 +135,13 @@ def main(argv=None) -> int:
                            "(a GAN has no reverse process: try --interpolate)")
     if pipe.kind != "gan" and cfg.min_d_prob is not None:
         raise MinigenError("--min-d-prob needs a GAN checkpoint (a diffusion model has no discriminator)")
+    if cfg.min_d_prob is not None and cfg.image_seeds:
+        raise MinigenError("--min-d-prob draws as many latents as it needs: it cannot give image i the seed + i")
     cfg = resolve(cfg, given, pipe)
     labels = labels_for(cfg, pipe)
     n, K = len(labels), pipe.num_classes
     net = compiled(pipe.generator if pipe.kind == "gan" else pipe.network, cfg, device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = generator_for(cfg, n, device)
 
     # ---- sampling ------------------------------------------------------------------------------
     start = time.perf_counter()

@@ -52,7 +52,9 @@ def between(low, high, low_open: bool = False):
 
 
 # Upper bounds shared by every script (a value past them fails late, or draws only black and white)
-SEED = between(0, 2**32 - 1)         # NumPy's seeds stop there; torch's at 2^64
+SEED_MAX = 2**32 - 1                 # NumPy's seeds stop there; torch's at 2^64
+SEED = between(0, SEED_MAX)
+STEPS = between(1, 10**9)            # optimizer steps: a billion is past any run; a typo past it would train forever
 GUIDANCE = between(0, 100)           # classifier-free guidance scale w: past ~30 every pixel saturates
 LOSS_SCALE = between(0, 1000)        # loss and classifier guidance scales
 

@@ -30,6 +30,7 @@ from .diffusion.guidance import sigma_interval_timesteps
 from .diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from .diffusion.latent import LatentSpace
 from .errors import CheckpointError, MinigenError
+from .seeds import normal
 from .models.autoencoder import Autoencoder, AutoencoderConfig
 from .models.clip import CLIP, CLIPConfig
 from .models.dcgan import DCGANConfig, Discriminator, Generator
@@ -73,12 +74,13 @@ class DiffusionPipeline(Pipeline):
     tokenizer: Tokenizer | None = None  # a text-conditional model (models/text_to_image.py): its prompts' words
     kind = "ddpm"
 
-    def prompts(self, texts: list[str]) -> dict:
+    def prompts(self, texts: list[str], what: str = "the prompt") -> dict:
         """The network's keyword arguments for these prompts (a text-conditional model). A word
-        the tokenizer never saw is refused in one line naming it: the model knows nothing of it."""
+        the tokenizer never saw is refused in one line naming it and `what` it was in: the model
+        knows nothing of it."""
         if self.tokenizer is None:
             raise MinigenError("this model is not text-conditional (train_ldm.py --condition text makes one)")
-        ids, mask = self.tokenizer.encode_known(texts)
+        ids, mask = self.tokenizer.encode_known(texts, what)
         return {"ids": ids.to(self.device), "mask": mask.to(self.device)}
 
     @property
@@ -130,7 +132,7 @@ class DiffusionPipeline(Pipeline):
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_T ~ N(0, I), (n, C, H, W), or z_T on the latent grid for a latent model."""
-        return torch.randn((n, *self.noise_shape), generator=generator, device=self.device)
+        return normal((n, *self.noise_shape), generator, self.device)
 
     # ---- drawing and editing: what sample.py and the studio both call ---------------------------
     # `image` is (1, C, H, W) in [−1, 1] on the pipeline's device; `sampler` a SamplerConfig;
@@ -194,7 +196,7 @@ class GANPipeline(Pipeline):
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I), (n, z_dim)."""
-        return torch.randn(n, self.generator.config.z_dim, generator=generator, device=self.device)
+        return normal((n, self.generator.config.z_dim), generator, self.device)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor | None, n: int, generator: torch.Generator | None = None,

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from . import pipelines
-from .cli import GUIDANCE, LOSS_SCALE, SEED, at_least, between, flag_of, interval, setting
+from .cli import GUIDANCE, LOSS_SCALE, SEED, SEED_MAX, at_least, between, flag_of, interval, setting
 from .diffusion import SAMPLERS, SPACINGS, ClassifierGuidance, LossGuidance, SamplerConfig
 from .diffusion.editing import clip_loss, colour_loss
 from .diffusion.samplers import VARIANCES
 from .errors import MinigenError
+from .seeds import ImageSeeds
 
 # Settings only a diffusion checkpoint uses: given with a GAN, each is refused by name.
 DIFFUSION_ONLY = ("sampler", "steps", "eta", "spacing", "variance", "guidance", "guidance_interval", "guidance_rescale",
@@ -83,6 +84,8 @@ class SamplingConfig:
     # ---- how it runs ------------------------------------------------------------------------------
     n: int | None = setting(None, "number of images", check=between(1, 10_000), flag="-n")
     seed: int = setting(0, "random seed: same seed, same images", check=SEED)
+    image_seeds: bool = setting(False, "image i draws all its noise from seed + i, so -n 1 --seed (seed + i) makes it "
+                                       "again alone (as the studio does)")
     device: str | None = setting(None, "cpu | cuda | mps (default: the best available)")
     compile: bool = setting(False, "torch.compile the network with frozen weights (the per-step call, not the loop)")
     cuda_graphs: bool = setting(False, "CUDA only: compile the per-step network call and replay it as a CUDA graph "
@@ -155,7 +158,9 @@ def resolve(cfg: SamplingConfig, given: set[str], pipe, job: str = "generate") -
         if not prompts:
             raise MinigenError(f"{cfg.ckpt} is text-conditional: say what to draw with --prompt TEXT "
                                "(or --prompts-file FILE)")
-        pipe.prompts(prompts + ([cfg.negative_prompt] if cfg.negative_prompt else []))   # unknown words: refused now
+        pipe.prompts(prompts)                                         # unknown words: refused now, by field
+        if cfg.negative_prompt:
+            pipe.prompts([cfg.negative_prompt], what="the negative prompt")
         print(f"prompts: {len(prompts)}; vocabulary of {len(pipe.tokenizer)} words")
     elif prompts or cfg.negative_prompt:
         raise MinigenError(f"--prompt and --negative-prompt need a text-conditional model (train_ldm.py --condition "
@@ -178,6 +183,17 @@ def resolve(cfg: SamplingConfig, given: set[str], pipe, job: str = "generate") -
         if not steps <= T:
             raise MinigenError(f"--steps {steps}: must be between 1 and T = {T}")
     return dataclasses.replace(cfg, sampler=sampler, steps=steps, prompt=prompts)
+
+
+def generator_for(cfg: SamplingConfig, n: int, device):
+    """Where the n images' noise comes from: one generator seeded --seed, or with --image-seeds
+    one per image, image i's seeded seed + i (minigen/seeds.py)."""
+    if cfg.image_seeds:
+        if cfg.seed + n - 1 > SEED_MAX:
+            raise MinigenError(f"--seed {cfg.seed} with --image-seeds: image {n} would need seed {cfg.seed + n - 1}, "
+                               f"past {SEED_MAX}")
+        return ImageSeeds(cfg.seed, n, device)
+    return torch.Generator(device=device).manual_seed(cfg.seed)
 
 
 def sampler_config(cfg: SamplingConfig, pipe) -> SamplerConfig:

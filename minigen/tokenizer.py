@@ -57,17 +57,17 @@ class Tokenizer:
         """The words of `text` that are not in the vocabulary, in order, each once."""
         return list(dict.fromkeys(w for w in words(text) if w not in self.index))
 
-    def encode_known(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`encode`, refusing in one line (MinigenError, naming them) the words this vocabulary
-        never saw: a model knows nothing of them, so a prompt with one is not guessed at."""
+    def encode_known(self, texts: list[str], what: str = "the prompt") -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode`, refusing in one line (MinigenError, naming them and `what` held them) the words
+        this vocabulary never saw: a model knows nothing of them, so a prompt with one is not guessed at."""
         unknown = list(dict.fromkeys(w for text in texts for w in self.unknown(text)))
         if unknown:
-            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in the prompt: {', '.join(map(repr, unknown))}; "
+            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in {what}: {', '.join(map(repr, unknown))}; "
                                f"this model knows: {' '.join(self.vocab[len(SPECIALS):])}")
         for text in texts:                                   # a cut prompt means something else: refuse it
             cut = words(text)[self.max_len - 1:]
             if cut:
-                raise MinigenError(f"the prompt has {len(words(text))} words; this model reads at most "
+                raise MinigenError(f"{what} has {len(words(text))} words; this model reads at most "
                                    f"{self.max_len - 1}, so {len(cut)} would be dropped ({' '.join(cut)}): shorten it")
         return self.encode(texts)
 

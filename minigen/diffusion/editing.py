@@ -22,6 +22,7 @@ times, which is its schedule with one jump size.
 import torch
 
 from ..progress import progress_bar
+from ..seeds import normal
 from .process import Diffusion
 
 
@@ -54,7 +55,7 @@ def repaint_projection(diffusion: Diffusion, x0: torch.Tensor, keep: torch.Tenso
         if t < 0:
             known = x0
         else:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+            noise = normal(x0.shape, generator, x0.device)
             known = diffusion.q_sample(x0, diffusion.batch_t(t, x), noise)
         return keep * known + (1 - keep) * x
     return project
@@ -75,7 +76,7 @@ def sdedit_start(diffusion: Diffusion, x_init: torch.Tensor, strength: float, ti
     ts = [t for t in timesteps if t <= t0]
     if not ts or ts[0] != t0:
         ts = [t0] + ts
-    noise = torch.randn(x_init.shape, generator=generator, device=x_init.device)
+    noise = normal(x_init.shape, generator, x_init.device)
     x_t0 = noise if strength == 1.0 else diffusion.q_sample(x_init, diffusion.batch_t(t0, x_init), noise)
     return x_t0, ts                                       # x_t0 = √ᾱ_t0·x_init + √(1 − ᾱ_t0)·ε
 

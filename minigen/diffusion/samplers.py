@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..progress import progress_bar
+from ..seeds import normal
 from .guidance import Thresholding
 from .process import Diffusion
 
@@ -62,7 +63,7 @@ def sample(denoiser, x_T: torch.Tensor, timesteps: list[int], step, *, cond: dic
     project(x, t) after each step; callback(t, x_t, x̂_0) with the timestep x_t is now at."""
     diffusion, cond = denoiser.diffusion, cond or {}
     ts = list(timesteps) + [-1]
-    noise = lambda: torch.randn(x_T.shape, generator=generator, device=x_T.device)
+    noise = lambda: normal(x_T.shape, generator, x_T.device)                 # noqa: E731 - one generator or one per image
     x = x_T
     for t, t_prev in progress_bar(list(zip(ts[:-1], ts[1:])), desc="sampling", disable=not progress, leave=False):
         if t_prev > t:                                           # a jump back up the chain (RePaint)
