@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from minigen import pipelines
-from minigen.cli import at_least, between, positive, run, setting
+from minigen.cli import STEPS, at_least, between, positive, run, setting
 from minigen.data import batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.diffusion import SamplerConfig
@@ -64,7 +64,7 @@ class DistillConfig(RunConfig):
                            check=between(0, 1))
     start_steps: int = setting(32, "DDIM steps the teacher takes; the first student takes half", check=at_least(2))
     final_steps: int = setting(1, "halve until the student takes this many", check=at_least(1))
-    steps_per_round: int = setting(250, "optimizer steps of each halving", check=at_least(1))
+    steps_per_round: int = setting(250, "optimizer steps of each halving", check=STEPS)
     batch_size: int = setting(64, "images per step", check=at_least(1))
     max_images: int | None = setting(None, "distil on the first N images of the teacher's data (default: all)",
                                      check=at_least(1))

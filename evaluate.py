@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
-from minigen.cli import (GUIDANCE, SEED, Parser, add_config_args, at_least, between, interval, non_negative, number, parse_config, run,
+from minigen.cli import (GUIDANCE, SEED, STEPS, Parser, add_config_args, at_least, between, interval, non_negative, number, parse_config, run,
                          setting, writable_folder)
 from minigen.data import DataConfig, to_float, train_and_test
 from minigen.data.readers import read_samples
@@ -92,7 +92,7 @@ class EvaluateConfig:
     cm_steps: tuple = setting((), "comma-separated step counts of multistep consistency sampling, for a consistency "
                                   "student (distill.py --method consistency)", parse=numbers(int, at_least(1)),
                               metavar="N,...")
-    cas_steps: int = setting(300, "training steps of the CAS classifier", check=at_least(1))
+    cas_steps: int = setting(300, "training steps of the CAS classifier", check=STEPS)
     seed: int = setting(0, "seed of the samples", check=SEED)
     out: str = setting("runs/eval", "folder for trilemma.json and trilemma.md")
     device: str | None = setting(None, "cpu | cuda | mps (default: the best available)")

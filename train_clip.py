@@ -30,7 +30,7 @@ from functools import partial
 
 import torch
 
-from minigen.cli import at_least, between, non_negative, positive, run, setting
+from minigen.cli import STEPS, at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, train_and_test
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
@@ -53,7 +53,7 @@ class CLIPTrainConfig(DataConfig, RunConfig):
                                      check=at_least(1))
     stem: str | None = setting(None, "the image tower's stem: patch (a linear map per patch) or conv (Xiao et al. "
                                      "2021) (default: the preset's)", choices=["patch", "conv"])
-    steps: int = setting(1500, "optimizer steps", runtime=True, check=at_least(1))
+    steps: int = setting(1500, "optimizer steps", runtime=True, check=STEPS)
     batch_size: int = setting(128, "image-caption pairs per step: each image's negatives are the other captions",
                               check=at_least(2))
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)

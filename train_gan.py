@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minigen.cli import at_least, between, non_negative, positive, run, setting
+from minigen.cli import STEPS, at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
@@ -50,7 +50,7 @@ class GANTrainConfig(DataConfig, RunConfig):
                                     check=lambda v: None if v in SIZES else f"must be one of {SIZES}")
     preset: str = setting("cpu", "network size", choices=PRESETS)
     steps: int = setting(5000, "total steps (one D update and one G update each) of the run", runtime=True,
-                         check=at_least(1))
+                         check=STEPS)
     batch_size: int = setting(64, "real images per step (per process under torchrun)", check=at_least(1))
     lr_g: float = setting(2e-4, "Adam learning rate of G (Radford et al.: 2e-4)", check=positive)
     lr_d: float = setting(2e-4, "Adam learning rate of D (Radford et al.: 2e-4)", check=positive)

@@ -24,7 +24,7 @@ from functools import partial
 
 import torch
 
-from minigen.cli import at_least, between, non_negative, positive, run, setting
+from minigen.cli import STEPS, at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, load_dataset
 from minigen.device import seed_everything
 from minigen.errors import MinigenError
@@ -43,7 +43,7 @@ class VAETrainConfig(DataConfig, RunConfig):
                           choices=PRESETS)
     latent_channels: int | None = setting(None, "latent channels c (default: the preset's, 4)", check=between(1, 64))
     beta: float = setting(1e-3, "weight of the KL term", check=non_negative)
-    steps: int = setting(2000, "total optimizer steps", runtime=True, check=at_least(1))
+    steps: int = setting(2000, "total optimizer steps", runtime=True, check=STEPS)
     batch_size: int = setting(64, "images per step", check=at_least(1))
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
     warmup: int = setting(100, "linear warm-up steps, then cosine decay to 0", check=non_negative)

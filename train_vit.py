@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minigen.cli import at_least, between, non_negative, positive, run, setting
+from minigen.cli import STEPS, at_least, between, non_negative, positive, run, setting
 from minigen.data import DataConfig, batch_indices, train_and_test
 from minigen.device import seed_everything
 from minigen.diffusion import Diffusion, DiffusionConfig
@@ -55,7 +55,7 @@ class ViTTrainConfig(DataConfig, RunConfig):
                                  "convolutions (Xiao et al. 2021), better at small shapes", choices=["patch", "conv"])
     attributes: bool = setting(False, "predict every named attribute of a captioned set (one softmax each), not "
                                       "the class: the prompt judge of minigen.evaluation.prompts --judge")
-    steps: int = setting(3500, "optimizer steps", runtime=True, check=at_least(1))
+    steps: int = setting(3500, "optimizer steps", runtime=True, check=STEPS)
     batch_size: int = setting(128, "images per step (per process under torchrun)", check=at_least(1))
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
     warmup: int = setting(200, "linear warm-up steps, then cosine decay to 0", check=non_negative)

@@ -121,6 +121,15 @@ BAD = [
     ("evaluate.py", ["--ddpm", str(OLD / "ddpm.pt"), "--ddpm-steps", "2000"], "2000 steps"),
     # upper bounds, checked before any work: a value past them fails late or draws only black and white
     ("train_ddpm.py", ["--seed", str(2**64)], "--seed"),
+    ("train_ddpm.py", ["--steps", str(2**70)], "--steps"),                 # would train for ever
+    ("train_gan.py", ["--steps", str(10**10)], "--steps"),
+    ("train_vae.py", ["--steps", str(10**10)], "--steps"),
+    ("train_vit.py", ["--steps", str(10**10)], "--steps"),
+    ("train_clip.py", ["--steps", str(10**10)], "--steps"),
+    ("distill.py", ["--steps-per-round", str(10**10)], "--steps-per-round"),
+    ("evaluate.py", ["--cas-steps", str(10**10)], "--cas-steps"),
+    ("sample.py", ["--ckpt", str(OLD / "gan.pt"), "--min-d-prob", "0.5", "--image-seeds"], "--min-d-prob"),
+    ("sample.py", ["--seed", str(2**32 - 2), "-n", "4", "--image-seeds"], "past 4294967295"),
     ("train_gan.py", ["--seed", "-1"], "--seed"),
     ("train_ddpm.py", ["--T", "100000000"], "--T"),
     ("train_ddpm.py", ["--guidance", "1e12"], "--guidance"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cli import GUIDANCE, at_least, between, non_negative, positive, setting
+from ..cli import GUIDANCE, STEPS, at_least, between, non_negative, positive, setting
 from ..data import DataConfig
 from ..diffusion import PREDICTIONS, Frames, SamplerConfig
 from ..diffusion.samplers import frame_caption
@@ -34,7 +34,7 @@ class DiffusionTrainConfig(DataConfig, RunConfig):
                                    check=lambda v: None if re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", v) else
                                    "give feature-map sizes separated by commas, e.g. 8,4")
     steps: int = setting(1200, "total optimizer steps of the run (a resumed run stops at the same step)", runtime=True,
-                         check=at_least(1))
+                         check=STEPS)
     batch_size: int = setting(64, "images per step (per process under torchrun)", check=at_least(1))
     lr: float = setting(1e-3, "peak AdamW learning rate", check=positive)
     warmup: int = setting(100, "linear learning-rate warm-up steps, then cosine decay to 0", check=non_negative)
