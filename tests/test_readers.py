@@ -189,6 +189,20 @@ def test_16_bit_and_float_grayscale_images_keep_their_grey_levels(tmp_path):
         read_image(tmp_path / "wide.tiff", 1, (4, 4))
 
 
+def test_a_gray_picture_saved_as_rgba_is_grayscale_and_a_colour_one_is_not(tmp_path):
+    """What a browser canvas saves is RGBA: with R = G = B everywhere it is a grayscale image (its
+    grey levels kept exactly), with one coloured pixel it is refused for a grayscale model."""
+    from minigen.data.readers import read_image
+    levels = np.arange(16, dtype=np.uint8).reshape(4, 4) * 17
+    rgba = np.stack([levels, levels, levels, np.full_like(levels, 255)], axis=-1)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "gray.png")
+    assert (read_image(tmp_path / "gray.png", 1, (4, 4))[0] == levels).all()
+    rgba[0, 1, 0] = 0                                                       # one pixel no longer gray
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "colour.png")
+    with pytest.raises(DataError, match="an RGB image, but the model makes grayscale images"):
+        read_image(tmp_path / "colour.png", 1, (4, 4))
+
+
 def test_an_all_black_mask_is_refused_as_empty(tmp_path):
     from minigen.data.readers import read_mask
     Image.new("L", (8, 8), 0).save(tmp_path / "black.png")

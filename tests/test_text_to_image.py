@@ -132,6 +132,9 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(text_aut
     assert "-n 2: fewer images than the 3 prompts" in capsys.readouterr().err
     assert sample.run(sample.main, ckpt + ["--prompt", "a large blue círcle 🔵", "--out", str(tmp_path / "u.png")]) == 2
     assert "unknown words in the prompt: 'círcle', '🔵'" in capsys.readouterr().err
+    assert sample.run(sample.main, ckpt + ["--prompt", "a large blue circle", "--negative-prompt", "a crimson one",
+                                           "--out", str(tmp_path / "neg.png")]) == 2
+    assert "unknown words in the negative prompt: 'crimson', 'one'" in capsys.readouterr().err
     assert sample.run(sample.main, ckpt + ["--prompt", "   ", "--out", str(tmp_path / "e.png")]) == 2
     assert "an empty prompt says nothing to draw" in capsys.readouterr().err
 

@@ -196,7 +196,8 @@ def read_image(path, channels: int, size: tuple[int, int], name: str | None = No
     """An image file (a path, or an open binary file such as an upload, called `name` in messages)
     as uint8 (C, H, W) at `size`, resized and centre-cropped; its channel count must be `channels`
     (1: grayscale, 3: RGB), so a colour photo is never silently made gray. A palette (or CMYK)
-    image counts as RGB; an image so large that decoding it could exhaust memory (Pillow's
+    image counts as RGB, and an RGB(A) one whose colour channels are equal everywhere (a gray
+    picture saved from a canvas) as grayscale; an image so large that decoding it could exhaust memory (Pillow's
     decompression-bomb limit) is refused."""
     name = name or path
     try:
@@ -215,6 +216,9 @@ def read_image(path, channels: int, size: tuple[int, int], name: str | None = No
     if img.mode not in ("1", "L", "LA", "RGB", "RGBA"):                      # palette, CMYK, ...: colour
         img = img.convert("RGBA" if "transparency" in img.info or img.mode.endswith("A") else "RGB")
     has = len(img.getbands()) - ("A" in img.getbands())
+    if has == 3 and channels == 1:
+        r, g, b = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
+        has = 1 if ((r == g) & (g == b)).all() else 3
     if has != channels:
         kind = {1: "grayscale", 3: "RGB"}
         what = kind.get(has, f"{has}-channel")
