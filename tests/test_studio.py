@@ -23,6 +23,7 @@ import train_ddpm
 import train_ldm
 from minigen.studio import Studio, StudioServer
 from minigen.studio.server import STATIC
+from minigen.tokenizer import words
 
 
 
@@ -120,6 +121,60 @@ def test_generate_streams_frames_then_the_grid(served):
     assert status == 200 and events[-1]["event"] == "done"
 
 
+def test_image_i_is_seed_plus_i_alone_and_every_result_carries_the_command_that_makes_it_again(served, tmp_path):
+    """As AUTOMATIC1111 numbers seeds: image i of a batch comes from seed + i alone, so a job of
+    one image at that seed makes it again. The command shown with a result (and written into
+    each PNG) makes the same pixels through sample.py."""
+    import shlex
+    import sample
+    url, _, _ = served
+    job = {"model": 0, "label": 3, "seed": 123, "n": 3, "steps": 6, "sampler": "ddpm"}    # noise at every step
+    done = post(url, job)[1][-1]
+    assert [p["seed"] for p in done["panels"]] == [123, 124, 125]
+    assert [p["caption"] for p in done["panels"]] == ["seed 123", "seed 124", "seed 125"]
+    assert done["settings"] == {"mode": "generate", "class": "3", "sampler": "ddpm", "steps": 6, "guidance": 3.0,
+                                "seed": 123, "n": 3}
+    alone = post(url, {**job, "seed": 124, "n": 1})[1][-1]
+    pixels = lambda u: np.asarray(decode(u), dtype=int)                      # noqa: E731
+    assert (pixels(alone["panels"][0]["image"]) == pixels(done["panels"][1]["image"])).all()
+
+    second = done["panels"][1]
+    assert second["name"] == "minigen-generate-123-2.png"
+    assert decode(second["image"]).text["minigen"] == second["command"]        # inside the PNG, as sample.py writes it
+    assert decode(done["grid"]).text["minigen"] == done["command"]
+    assert "--seed 124 -n 1" in second["command"] and "--seed 123 -n 3 --image-seeds" in done["command"]
+    for command, seeds in ((done["command"], [0, 1, 2]), (second["command"], [1])):
+        argv = shlex.split(command)
+        assert argv[:2] == ["python", "sample.py"]
+        argv[argv.index("--out") + 1] = str(tmp_path / "grid.png")
+        folder = tmp_path / f"pngs{len(seeds)}"
+        assert sample.run(sample.main, argv[2:] + ["--save-dir", str(folder), "--no-progress"]) == 0
+        made = [np.asarray(Image.open(p), dtype=int) for p in sorted(folder.iterdir())]
+        assert all((m == pixels(done["panels"][i]["image"])).all() for m, i in zip(made, seeds))
+
+    status, events = post(url, {"model": 0, "mode": "inpaint", "label": 1, "steps": 20, "n": 1, "test_index": 0,
+                                "mask": data_url(Image.new("L", (28, 28), 255))})
+    plan = next(e for e in events if e["event"] == "plan")                  # RePaint's jumps, said before they run
+    # 20 steps in blocks of 10: the first block's 10 steps 5 times, then the last 10: 60 steps down
+    assert plan["note"].startswith("inpainting: 20 steps become 60 with RePaint's jumps") and plan["of"] == 60
+    assert events[-1]["command"].startswith("python edit.py --ckpt ") and "--inpaint minigen-inpaint-0-original.png" \
+        in events[-1]["command"] and "--mask minigen-inpaint-0-mask.png" in events[-1]["command"]
+    assert [p["name"] for p in events[-1]["panels"]][:2] == ["minigen-inpaint-0-original.png", "minigen-inpaint-0-mask.png"]
+
+
+def test_the_page_gets_short_names_words_examples_and_no_404_for_its_icon(served):
+    url, _, _ = served
+    glyphs, text = json.loads(get(url + "/api/models")[2])
+    assert glyphs["short"] == "glyphs/last.pt" and glyphs["vocabulary"] == []
+    assert "circle" in text["vocabulary"] and text["max_words"] == 23
+    assert json.loads(get(url + "/api/examples?model=0")[2]) == []
+    examples = json.loads(get(url + "/api/examples?model=1")[2])
+    assert len(examples) == 4 and all(set(words(e)) <= set(text["vocabulary"]) for e in examples)     # no unknown word
+    assert get(url + "/favicon.ico")[0] == 204
+    page = get(url + "/")[2].decode()
+    assert "<noscript>" in page and "allow JavaScript" in page
+
+
 def test_inpainting_keeps_the_unmasked_pixels(served):
     url, _, _ = served
     image = Image.fromarray(np.tile(np.linspace(0, 255, 28, dtype=np.uint8), (28, 1)), mode="L")
@@ -155,6 +210,9 @@ BAD = [
     ({"model": 0}, 400, "class-conditional: choose a class"),
     ({"model": 0, "label": 1, "eta": 0.5, "sampler": "ddpm"}, 400, "η is DDIM's noise"),
     ({"model": 1, "prompt": "a crimson circle"}, 400, "unknown word in the prompt: 'crimson'"),
+    ({"model": 1, "prompt": "a red circle", "negative": "a círcle 🔵"}, 400,
+     "unknown words in the negative prompt: 'círcle', '🔵'"),                # the field named, the words whole
+    ({"model": 0, "label": 1, "seed": 2**32 - 2, "n": 3}, 400, "the seeds run to 4294967296, past 4294967295"),
     ({"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64,!!!"}, 400, "base64 does not decode"),
     ({"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64," + base64.b64encode(b"GIF89a no").decode()},
      400, "the uploaded image: not a readable image"),
@@ -313,50 +371,198 @@ def _browser():
     return webdriver.Chrome(service=Service(driver_path), options=options), None
 
 
-def test_the_page_in_a_real_browser_paints_a_mask_and_inpaints(served):
-    """The README's picture: MINIGEN_STUDIO_SCREENSHOT=docs/studio.png, and MINIGEN_STUDIO_CKPT=
-    a real class-conditional checkpoint to serve instead of the tiny one."""
-    url, _, _ = served
-    browser, why = _browser()
-    if browser is None:
+@pytest.fixture(scope="module")
+def browser():
+    driver, why = _browser()
+    if driver is None:
         pytest.skip(why)
+    yield driver
+    driver.quit()
+
+
+def wait(browser, condition, seconds: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, seconds).until(condition)
+
+
+def text_of(browser, id_: str) -> str:
+    return browser.execute_script(f"return document.getElementById('{id_}').textContent")
+
+
+def test_the_page_in_a_real_browser_generates_reproducibly_with_a_history(served, browser):
+    """A new seed each click, each image's seed under it, the command, a history whose entry
+    brings its settings back (same seed, same pixels), the controls that follow the sampler and
+    the model; the time to the first frame and to the result, printed. MINIGEN_STUDIO_SCREENSHOT=
+    docs/studio.png saves the page (and MINIGEN_STUDIO_CKPT= serves a real checkpoint instead)."""
+    url, _, _ = served
     own = None
     if os.environ.get("MINIGEN_STUDIO_CKPT"):
         own, url = start(Studio([os.environ["MINIGEN_STUDIO_CKPT"]]))
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.common.keys import Keys
     try:
+        browser.set_window_size(1400, 1060)
         browser.get(url + "/")
-        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "model").get_attribute("value") == "0")
+        wait(browser, lambda b: b.find_element(By.ID, "model").get_attribute("value") == "0")
+        if own is None:
+            assert browser.find_element(By.ID, "model").text.splitlines()[0] == "glyphs/last.pt"    # not the full path
+        assert browser.execute_script("return document.getElementById('cm-option').disabled")   # no student: no cm
+        browser.find_element(By.ID, "sampler").send_keys("DDPM")
+        assert browser.find_element(By.ID, "eta").get_attribute("disabled") == "true"   # η is DDIM's alone
+        assert browser.find_element(By.ID, "steps").get_attribute("value") == "100"
+        browser.find_element(By.ID, "sampler").send_keys("DDIM")
         browser.find_element(By.ID, "label").send_keys("7")
         steps = browser.find_element(By.ID, "steps")
         steps.clear()
         steps.send_keys("25" if own else "4")
-        browser.find_element(By.ID, "generate").click()
-        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "status").text.startswith("done"))
-        assert browser.find_element(By.ID, "result").get_attribute("src").startswith("data:image/png")
 
-        canvas = browser.find_element(By.ID, "mask-view")
-        WebDriverWait(browser, 30).until(lambda b: b.execute_script("return source !== null"))
-        ActionChains(browser).move_to_element_with_offset(canvas, -60, -20).click_and_hold() \
-            .move_by_offset(60, 10).move_by_offset(60, 10).release().perform()            # a stroke across the middle
-        painted = browser.execute_script(
-            "const d = mask.getContext('2d').getImageData(0, 0, mask.width, mask.height).data;"
-            "let n = 0; for (let i = 0; i < d.length; i += 4) n += d[i] > 127; return n;")
-        assert painted > 0
-        browser.find_element(By.ID, "run-edit").click()
-        WebDriverWait(browser, 120).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#panels img")) == 2 + 4)
-        captions = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#panels figcaption")]
-        assert captions[:2] == ["original", "mask"] and captions[2] == "result 1"
+        seeds, grids = [], []
+        for click in range(2):                                          # a new seed each click
+            if click:
+                steps.send_keys(Keys.CONTROL, Keys.ENTER)                # Ctrl+Enter generates
+            else:
+                browser.find_element(By.ID, "generate").click()
+            wait(browser, lambda b: text_of(b, "status").startswith("done"))
+            seeds.append(int(browser.find_element(By.ID, "seed").get_attribute("value")))
+            grids.append(browser.find_element(By.ID, "result").get_attribute("src"))
+            captions = [e.text.splitlines()[0] for e in browser.find_elements(By.CSS_SELECTOR, "#images figcaption")]
+            assert captions == [f"seed {seeds[-1] + i}" for i in range(4)]
+            names = [a.get_attribute("download") for a in browser.find_elements(By.CSS_SELECTOR, "#images a")]
+            assert names == [f"minigen-generate-{seeds[-1]}-{i}.png" for i in range(1, 5)]
+            assert f"--seed {seeds[-1]} -n 4 --image-seeds" in text_of(browser, "command")
+            assert f"seeds {seeds[-1]}..{seeds[-1] + 3}" in text_of(browser, "settings")
+        assert seeds[0] != seeds[1] and grids[0] != grids[1]
+        timings = browser.execute_script("return results.map((r) => r.timings)")
+        assert all(t["first_frame_s"] is not None and t["first_frame_s"] <= t["result_s"] for t in timings)
+        print(f"\nstudio, {'25' if own else '4'} DDIM steps, 4 images: first frame after "
+              f"{timings[0]['first_frame_s']:.2f} s, result after {timings[0]['result_s']:.2f} s")
+
+        history = browser.find_elements(By.CSS_SELECTOR, "#history-list button")
+        assert len(history) == 2 and f"seeds {seeds[0]}.." in history[1].text           # newest first
+        history[1].click()                                                               # the first result's settings
+        assert int(browser.find_element(By.ID, "seed").get_attribute("value")) == seeds[0]
+        assert browser.find_element(By.ID, "keep-seed").is_selected()
+        browser.find_element(By.ID, "generate").click()
+        wait(browser, lambda b: text_of(b, "status").startswith("done"))
+        assert browser.find_element(By.ID, "result").get_attribute("src") == grids[0]    # same seed, same images
+
+        if own is None:                                                  # a text model: its words and examples
+            browser.find_element(By.ID, "model").send_keys("text/last.pt")
+            wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples button"))
+            example = browser.find_elements(By.CSS_SELECTOR, "#examples button")[0]
+            example.click()
+            assert browser.find_element(By.ID, "prompt").get_attribute("value") == example.text
+            assert "circle" in text_of(browser, "words")
+
+        browser.set_window_size(1024, 768)                               # nothing cut off on a small screen
+        assert browser.execute_script("return document.documentElement.scrollWidth <= "
+                                      "document.documentElement.clientWidth")
+        edit = browser.execute_script("return document.getElementById('edit').getBoundingClientRect().right")
+        assert edit <= browser.execute_script("return document.documentElement.clientWidth")
         shot = os.environ.get("MINIGEN_STUDIO_SCREENSHOT")
         if shot:
+            browser.set_window_size(1400, 1060)
+            browser.find_element(By.ID, "model").send_keys("glyphs/last.pt") if own is None else None
             browser.save_screenshot(shot)
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
     finally:
-        browser.quit()
         if own is not None:
             own.shutdown()
             own.server_close()
+
+
+def mask_pixels(browser) -> list[int]:
+    return browser.execute_script("const d = mask.getContext('2d').getImageData(0, 0, mask.width, mask.height).data;"
+                                  "const v = []; for (let i = 0; i < d.length; i += 4) v.push(d[i]); return v;")
+
+
+def test_the_page_in_a_real_browser_paints_the_mask_it_sends_and_fits_uploads(served, browser, tmp_path):
+    """The mask shown is the mask used (only 0 or 255), with undo and an eraser; an upload of the
+    wrong colour or shape is fitted in the page, said so, and is what the model gets; an edit's
+    error shows beside the edit."""
+    url, _, _ = served
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    browser.set_window_size(1400, 1060)
+    browser.get(url + "/")
+    wait(browser, lambda b: b.execute_script("return source !== null"))
+    browser.find_element(By.ID, "label").send_keys("1")
+    canvas = browser.find_element(By.ID, "mask-view")
+    stroke = lambda: ActionChains(browser).move_to_element_with_offset(canvas, -60, -20).click_and_hold() \
+        .move_by_offset(60, 10).move_by_offset(60, 10).release().perform()           # noqa: E731 - across the middle
+    stroke()
+    painted = mask_pixels(browser)
+    assert set(painted) == {0, 255} and painted.count(255) > 10         # binary: what is red is regenerated
+    browser.find_element(By.ID, "undo").click()
+    assert set(mask_pixels(browser)) == {0}
+    stroke()
+    browser.find_element(By.ID, "erase").click()
+    assert browser.find_element(By.ID, "erase").is_selected()
+    ActionChains(browser).move_to_element_with_offset(canvas, 0, -10).click_and_hold().release().perform()
+    erased = mask_pixels(browser)
+    assert 0 < erased.count(255) < painted.count(255)
+    browser.find_element(By.CSS_SELECTOR, "input[value=paint]").click()
+
+    steps = browser.find_element(By.ID, "steps")
+    steps.clear()
+    steps.send_keys("3")
+    browser.find_element(By.ID, "run-edit").click()                     # inpaint
+    wait(browser, lambda b: text_of(b, "edit-status").startswith("done"), 120)
+    captions = [e.text.splitlines()[0] for e in browser.find_elements(By.CSS_SELECTOR, "#images figcaption")]
+    assert captions[:3] == ["original", "mask", "result 1"] and len(captions) == 2 + 4
+    assert "python edit.py" in text_of(browser, "command") and text_of(browser, "status") == ""
+
+    strength = browser.find_element(By.ID, "strength")                  # an edit's error, beside the edit
+    strength.clear()
+    strength.send_keys("0")
+    browser.find_element(By.ID, "mode").send_keys("SDEdit")
+    browser.find_element(By.ID, "run-edit").click()
+    wait(browser, lambda b: "strength" in text_of(b, "edit-status"))
+    assert browser.find_element(By.ID, "edit-status").get_attribute("class") == "error"
+    assert text_of(browser, "settings") == "" and not browser.find_element(By.ID, "result").get_attribute("src")
+
+    wide = tmp_path / "wide.png"                                        # colour, 2:1, for a grayscale model
+    colours = np.zeros((40, 80, 3), dtype=np.uint8)
+    colours[:, :40] = (255, 0, 0)
+    colours[:, 40:] = (0, 0, 255)
+    Image.fromarray(colours).save(wide)
+    browser.find_element(By.ID, "upload").send_keys(str(wide))
+    wait(browser, lambda b: "made grayscale" in text_of(b, "upload-note"))
+    assert "80x40, centre-cropped and scaled to 28x28" in text_of(browser, "upload-note")
+    browser.find_element(By.ID, "fit").send_keys("padded")
+    wait(browser, lambda b: "padded" in text_of(b, "upload-note"))
+    sent = browser.execute_script("return source.image")
+    sent = decode(sent)
+    assert sent.size == (28, 28)
+    gray = np.asarray(sent.convert("RGB"), dtype=int)
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    assert (gray[:5] == 0).all() and (gray[-5:] == 0).all() and gray[14, 3, 0] > 50   # black bands, red made gray
+    browser.find_element(By.ID, "mode").send_keys("SDEdit")
+    strength.clear()
+    strength.send_keys("0.5")
+    browser.find_element(By.ID, "run-edit").click()                     # the server takes what the page shows
+    wait(browser, lambda b: text_of(b, "edit-status").startswith("done"), 120)
+
+
+def test_the_page_says_at_once_when_the_studio_dies_mid_job(browser):
+    studio = Studio([Path(__file__).resolve().parent / "data" / "before_refactor" / "ddpm.pt"], queue=2)
+    server, url = start(studio)
+    from selenium.webdriver.common.by import By
+    try:
+        browser.get(url + "/")
+        wait(browser, lambda b: b.find_element(By.ID, "model").get_attribute("value") == "0")
+        steps = browser.find_element(By.ID, "steps")
+        steps.clear()
+        steps.send_keys("1000")
+        browser.find_element(By.ID, "generate").click()
+        wait(browser, lambda b: "about" in text_of(b, "status"))           # frames, with the time left
+        assert server.stop() is True                                    # as Ctrl-C does
+        wait(browser, lambda b: "stopped answering" in text_of(b, "status"), 10)
+        assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_the_command_line_refuses_what_it_cannot_serve(tmp_path, capsys):

@@ -6,7 +6,7 @@ checkpoint) and, for an edit, the image:
 
     mode       generate | inpaint | sdedit | invert
     label      class index (a class-conditional model)       prompt / negative   text (a text model)
-    seed, n    the generator's seed and how many images (1..16)
+    seed, n    how many images (1..16), image i drawn from seed + i alone (minigen/seeds.py)
     sampler    ddim | ddpm | dpm++ | cm      steps (1..T)    eta (0..1, DDIM)    guidance (w ≥ 0)
     image      a PNG/JPEG as a data URL, or test_index: an image of the model's own test split
     mask       a grayscale PNG data URL of the image's size, white = regenerate (inpaint)
@@ -14,23 +14,30 @@ checkpoint) and, for an edit, the image:
 
 Anything wrong is a BadRequest: one line, the same words sample.py prints for the same mistake
 (the image and mask readers are the same functions).
+
+Every result says how it was made: its settings, and the sample.py or edit.py command that makes
+the same pixels again (`command`), shown on the page and written into each PNG as a text chunk
+(as sample.py does, and as AUTOMATIC1111 and ComfyUI do).
 """
 
 import base64
 import binascii
 import io
+import shlex
 import time
 from dataclasses import dataclass
 
 import torch
+from PIL import PngImagePlugin
 
-from ..cli import GUIDANCE, SEED, at_least, between
+from ..cli import GUIDANCE, SEED, SEED_MAX, at_least, between
 from ..data import to_float
 from ..data.readers import read_image, read_mask
 from ..diffusion import SAMPLERS, SamplerConfig
 from ..diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, repaint_timesteps
 from ..errors import MinigenError
 from ..images import make_grid, mask_panel, to_pil
+from ..seeds import ImageSeeds
 
 MODES = ("generate", "inpaint", "sdedit", "invert")
 MAX_IMAGES = 16
@@ -44,11 +51,16 @@ class Cancelled(Exception):
     """The page went away (its connection closed) while its job was waiting or running."""
 
 
-def png_url(x: torch.Tensor, **grid) -> str:
-    """Images (N, C, H, W) in [−1, 1] as one PNG data URL: a single image as is, several as a grid."""
+def png_url(x: torch.Tensor, made_by: str | None = None, **grid) -> str:
+    """Images (N, C, H, W) in [−1, 1] as one PNG data URL: a single image as is, several as a
+    grid; `made_by` (the command that makes it) goes in as the text chunk "minigen", as sample.py
+    writes it."""
     img = to_pil(x[0]) if len(x) == 1 and not grid else make_grid(x, **grid)
+    info = PngImagePlugin.PngInfo()
+    if made_by:
+        info.add_itxt("minigen", made_by)
     buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
+    img.save(buffer, format="PNG", pnginfo=info)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -90,9 +102,43 @@ class Job:
     cond: dict                        # the network's keyword arguments for the n images
     negative: dict | None
     label_name: str | None            # what the condition asks for, for captions
+    label: int | None = None                  # the request's class, prompt and negative prompt, as given
+    prompt: str | None = None
+    negative_prompt: str | None = None
     image: torch.Tensor | None = None         # (1, C, H, W) in [−1, 1]
     keep: torch.Tensor | None = None          # (1, 1, H, W), 1 = keep
     strength: float = 0.6
+
+    def settings(self) -> dict:
+        """What made the result, as the page shows it beside the images."""
+        s = self.sampler
+        told = {"class": self.label_name} if self.label is not None else {"prompt": self.prompt} if self.prompt else {}
+        return {"mode": self.mode, **told, **({"negative": self.negative_prompt} if self.negative_prompt else {}),
+                "sampler": s.sampler, "steps": s.steps, **({"eta": s.eta} if s.eta else {}),
+                **({"guidance": self.guidance} if self.cond else {}), "seed": self.seed, "n": self.n,
+                **({"strength": self.strength} if self.mode == "sdedit" else {})}
+
+    def command(self, ckpt: str, out: str, seed: int | None = None, n: int | None = None, files: str = "") -> str:
+        """The sample.py (generate) or edit.py (edits) command that makes this job's pixels again:
+        all n images, or with (seed, n = 1) image seed − self.seed alone. An edit reads the image
+        and mask the page offers as FILES-original.png and FILES-mask.png."""
+        seed, n = (self.seed, self.n) if seed is None else (seed, n)
+        s = self.sampler
+        args = ["sample.py" if self.mode == "generate" else "edit.py", "--ckpt", ckpt]
+        args += {"inpaint": ["--inpaint", f"{files}-original.png", "--mask", f"{files}-mask.png"],
+                 "sdedit": ["--init", f"{files}-original.png", "--strength", f"{self.strength:g}"],
+                 "invert": ["--invert", f"{files}-original.png"]}.get(self.mode, [])
+        if self.label is not None:
+            args += ["--class", str(self.label)]
+        if self.prompt:
+            args += ["--prompt", self.prompt]
+        if self.negative_prompt:
+            args += ["--negative-prompt", self.negative_prompt]
+        args += ["--sampler", s.sampler, "--steps", str(s.steps)] + (["--eta", f"{s.eta:g}"] if s.eta else [])
+        if self.cond:                                       # a conditional model: classifier-free guidance's w
+            args += ["--guidance", f"{self.guidance:g}"]
+        args += ["--seed", str(seed), "-n", str(n)] + (["--image-seeds"] if n > 1 else []) + ["--out", out]
+        return "python " + shlex.join(args)
 
 
 def read_job(body: dict, pipe, test_png) -> Job:
@@ -115,6 +161,8 @@ def read_job(body: dict, pipe, test_png) -> Job:
     if mode == "invert":
         n = 1
     seed = _field(body, "seed", int, 0, SEED)
+    if seed + n - 1 > SEED_MAX:                      # image i's seed is seed + i: each one a seed sample.py takes
+        raise BadRequest(f"seed {seed}: with {n} images the seeds run to {seed + n - 1}, past {SEED_MAX}")
     guidance = _field(body, "guidance", float, 3.0, GUIDANCE)
 
     # ---- what to draw: a class, a prompt, or nothing (an unconditional model) ----
@@ -127,7 +175,7 @@ def read_job(body: dict, pipe, test_png) -> Job:
         if prompt is None and mode != "invert":
             raise BadRequest("this model is text-conditional: write a prompt")
         cond = pipe.prompts([prompt or ""] * n)                      # unknown words: a MinigenError naming them
-        negative = pipe.prompts([negative_text] * n) if negative_text else None
+        negative = pipe.prompts([negative_text] * n, what="the negative prompt") if negative_text else None
         label_name = prompt
     elif pipe.num_classes:
         if label is None:
@@ -140,7 +188,8 @@ def read_job(body: dict, pipe, test_png) -> Job:
         if prompt or label is not None:
             raise BadRequest("this model is unconditional: it takes no class and no prompt")
         cond, negative, label_name = {}, None, None
-    job = Job(mode, sampler, guidance, n, seed, cond, negative, label_name)
+    job = Job(mode, sampler, guidance, n, seed, cond, negative, label_name, label if pipe.num_classes and not text
+              else None, prompt if text else None, negative_text if text else None)
     if mode == "generate":
         return job
 
@@ -158,21 +207,36 @@ def read_job(body: dict, pipe, test_png) -> Job:
     return job
 
 
-def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
-    """Run a job on its pipeline, calling emit(event) with frames of the reverse process as it
-    goes (x_t for a pixel model, and the x̂_0 predicted at that step, decoded for a latent one),
-    at most one every `frame_every_s` seconds. emit raising Cancelled stops the loop there.
-    Returns the final event: the result images as data URLs."""
-    device, start = pipe.device, time.perf_counter()
-    generator = torch.Generator(device=device).manual_seed(job.seed)
+def plan(job: Job, pipe) -> dict:
+    """How many network calls the job makes, and why that is not `steps` when it is not."""
     d, sampler = pipe.diffusion, job.sampler
-    total = len(sampler.timesteps(d))
+    steps = len(sampler.timesteps(d))
     if job.mode == "inpaint":
-        total = len(repaint_timesteps(sampler.timesteps(d), REPAINT_JUMP, REPAINT_RESAMPLE)) - 1
+        visited = repaint_timesteps(sampler.timesteps(d), REPAINT_JUMP, REPAINT_RESAMPLE) + [-1]
+        total = sum(t_next < t for t, t_next in zip(visited, visited[1:]))     # the steps down: network calls
+        return {"of": total, "note": f"inpainting: {steps} steps become {total} with RePaint's jumps back up "
+                                     f"(jump {REPAINT_JUMP}, resample {REPAINT_RESAMPLE})"}
     if job.mode == "sdedit":
-        total = round(job.strength * total)
+        total = round(job.strength * steps)
+        return {"of": total, "note": f"SDEdit at strength {job.strength:g}: the last {total} of {steps} steps"}
     if job.mode == "invert":                         # up the chain, down again to reconstruct, and re-sample
-        total = total * (3 if job.cond else 2)
+        told = job.label_name is not None
+        return {"of": steps * (3 if told else 2), "note": f"{steps} steps up the chain, {steps} down to reconstruct"
+                                                         + (f", {steps} down again as {job.label_name}" if told else "")}
+    return {"of": steps, "note": ""}
+
+
+def run_job(job: Job, pipe, emit, ckpt: str = "CKPT", frame_every_s: float = 0.15) -> dict:
+    """Run a job on its pipeline, calling emit(event) with its plan, then frames of the reverse
+    process as it goes (x_t for a pixel model, and the x̂_0 predicted at that step, decoded for a
+    latent one), at most one every `frame_every_s` seconds. emit raising Cancelled stops the loop
+    there. Returns the final event: the result images as data URLs, each with its seed, file
+    name and the command (naming `ckpt`) that makes it again."""
+    device, start, sampler = pipe.device, time.perf_counter(), job.sampler
+    generator = ImageSeeds(job.seed, job.n, device)            # image i from seed + i alone
+    steps = plan(job, pipe)
+    total = steps["of"]
+    emit({"event": "plan", **steps})
     shown = {"i": 0, "last": 0.0}
 
     def frame(t: int, x_t: torch.Tensor, x0: torch.Tensor | None = None) -> None:
@@ -213,7 +277,19 @@ def run_job(job: Job, pipe, emit, frame_every_s: float = 0.15) -> dict:
             panels = torch.cat([image, back, x]) if told else torch.cat([image, back])
             captions = ["original", "reconstructed"] + ([f"as {job.label_name}"[:24]] if told else [])
     seconds = time.perf_counter() - start
+
+    # ---- the result: the grid and each image, each PNG carrying the command that makes it again ----
+    stem = f"minigen-{job.mode}-{job.seed}"
+    files = {"original": f"{stem}-original.png", "mask": f"{stem}-mask.png", "reconstructed": f"{stem}-reconstructed.png"}
+    made_by = job.command(ckpt, f"{stem}.png", files=stem)
+    images = []
+    for i, (p, c) in enumerate(zip(panels.cpu(), captions or [None] * len(panels))):
+        k = i - (len(panels) - job.n)                              # the result images are the last n panels
+        single = job.command(ckpt, f"{stem}-{k + 1}.png", job.seed + k, 1, files=stem) if k >= 0 and job.mode != "invert" else None
+        images.append({"caption": c or f"seed {job.seed + k}", "seed": job.seed + k if k >= 0 else None,
+                       "name": files.get(c) or f"{stem}-{k + 1}.png", "command": single,
+                       "image": png_url(p[None], made_by=single or made_by)})
     nrow = len(panels) if captions else None
     return {"event": "done", "seconds": round(seconds, 3), "images_per_s": round(job.n / seconds, 2),
-            "grid": png_url(panels.cpu(), nrow=nrow, captions=captions),
-            "panels": [{"caption": c, "image": png_url(p[None].cpu())} for c, p in zip(captions or [], panels)]}
+            "grid": png_url(panels.cpu(), made_by=made_by, nrow=nrow, captions=captions), "name": f"{stem}.png",
+            "command": made_by, "settings": job.settings(), "panels": images}

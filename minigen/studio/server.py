@@ -4,14 +4,18 @@
     GET  /static/NAME              studio.js, studio.css: a fixed list, no client path reaches the disk
     GET  /api/models               the served checkpoints: name, classes or text, image shape, T
     GET  /api/test-image?model=I&index=K    image K of checkpoint I's test split, as PNG
+    GET  /api/examples?model=I     a text model's example prompts: captions of its test split
+    GET  /favicon.ico              an empty answer (204): no 404 on every load
     POST /api/run                  a job (jobs.py): answered with a stream of JSON lines
 
 The stream (application/x-ndjson, one event a line, flushed as it happens):
 
     {"event": "queued", "position": 2}      two jobs are ahead on this model
     {"event": "started"}
+    {"event": "plan", "of": 225, "note": "inpainting: 50 steps become 225 with RePaint's jumps ..."}
     {"event": "frame", "i": 5, "of": 50, "t": 899, "x_t": "data:image/png;base64,...", "x0": "..."}
-    {"event": "done", "grid": "data:...", "panels": [...], "seconds": 1.9, "images_per_s": 2.1}
+    {"event": "done", "grid": "data:...", "panels": [{"caption", "seed", "name", "command", "image"}, ...],
+     "settings": {...}, "command": "python sample.py ...", "seconds": 1.9, "images_per_s": 2.1}
     {"event": "error", "message": "one line"}
 
 Each model runs one job at a time; the others wait in line (first come, first served) and hear
@@ -39,6 +43,7 @@ from .. import pipelines
 from ..data import train_and_test
 from ..errors import MinigenError
 from ..images import to_pil
+from ..tokenizer import SPECIALS
 from .jobs import BadRequest, Cancelled, read_job, run_job
 
 STATIC = Path(__file__).parent / "static"
@@ -96,10 +101,21 @@ class Served:
         p = self.pipe
         C, H, W = p.image_shape
         text = p.tokenizer is not None
-        return {"id": index, "name": self.name, "step": p.step, "image_shape": [C, H, W], "T": p.diffusion.T,
+        path = Path(self.name)
+        return {"id": index, "name": self.name, "short": f"{path.parent.name}/{path.name}" if path.parent.name else path.name,
+                "step": p.step, "image_shape": [C, H, W], "T": p.diffusion.T,
                 "condition": "text" if text else "class" if p.num_classes else "none",
                 "classes": list(p.classes) if p.num_classes else [], "latent": p.latent is not None,
-                "distilled_steps": p.distilled_steps, "dataset": p.data.get("dataset")}
+                "distilled_steps": p.distilled_steps, "dataset": p.data.get("dataset"),
+                "vocabulary": p.tokenizer.vocab[len(SPECIALS):] if text else [],
+                "max_words": p.tokenizer.max_len - 1 if text else None}
+
+    def examples(self, k: int = 4) -> list[str]:
+        """Captions of the first k test images, each in another phrasing: prompts the model knows."""
+        test = self.test_set()
+        if self.pipe.tokenizer is None or not hasattr(test, "captions"):
+            return []
+        return [test.captions(torch.tensor([i]), phrasing=i)[0] for i in range(min(k, len(test)))]
 
     def test_set(self):
         with self._lock:
@@ -229,6 +245,11 @@ class Handler(BaseHTTPRequestHandler):
         studio = self.server.studio
         if url.path == "/api/models":
             return self._json(HTTPStatus.OK, [m.describe(i) for i, m in enumerate(studio.models)])
+        if url.path == "/favicon.ico":
+            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        if url.path == "/api/examples":
+            served = studio.model(parse_qs(url.query).get("model", [None])[0])
+            return self._json(HTTPStatus.OK, served.examples())
         if url.path == "/api/test-image":
             query = parse_qs(url.query)
             served = studio.model(query.get("model", [None])[0])
@@ -275,7 +296,7 @@ class Handler(BaseHTTPRequestHandler):
                 ahead = now
             self._event({"event": "started", "waited_behind": ahead or 0})
             try:
-                result = run_job(job, served.pipe, self._event)
+                result = run_job(job, served.pipe, self._event, served.name)
             except (BadRequest, MinigenError) as e:
                 result = {"event": "error", "message": str(e).splitlines()[0]}
             except Cancelled:
