@@ -22,7 +22,7 @@ class ImageSeeds:
     """n generators, image i's seeded seed + i."""
 
     def __init__(self, seed: int, n: int, device="cpu"):
-        if not 0 <= seed and seed + n <= TORCH_SEEDS:
+        if not (0 <= seed and seed + n <= TORCH_SEEDS):
             raise MinigenError(f"seed {seed}: with {n} images the seeds run to {seed + n - 1}, past 2^64 − 1")
         self.seed = seed
         self.generators = [torch.Generator(device=device).manual_seed(seed + i) for i in range(n)]
