@@ -142,7 +142,7 @@ def test_image_i_is_seed_plus_i_alone_and_every_result_carries_the_command_that_
     assert second["name"] == "minigen-generate-123-2.png"
     assert decode(second["image"]).text["minigen"] == second["command"]        # inside the PNG, as sample.py writes it
     assert decode(done["grid"]).text["minigen"] == done["command"]
-    assert "--seed 124 -n 1" in second["command"] and "--seed 123 -n 3 --image-seeds" in done["command"]
+    assert "--guidance 3.0 --seed 124 -n 1" in second["command"] and "--seed 123 -n 3 --image-seeds" in done["command"]
     for command, seeds in ((done["command"], [0, 1, 2]), (second["command"], [1])):
         argv = shlex.split(command)
         assert argv[:2] == ["python", "sample.py"]
@@ -160,6 +160,16 @@ def test_image_i_is_seed_plus_i_alone_and_every_result_carries_the_command_that_
     assert events[-1]["command"].startswith("python edit.py --ckpt ") and "--inpaint minigen-inpaint-0-original.png" \
         in events[-1]["command"] and "--mask minigen-inpaint-0-mask.png" in events[-1]["command"]
     assert [p["name"] for p in events[-1]["panels"]][:2] == ["minigen-inpaint-0-original.png", "minigen-inpaint-0-mask.png"]
+    import edit                                                         # the edit's command, on the files offered
+    for p in events[-1]["panels"][:2]:
+        decode(p["image"]).save(tmp_path / p["name"])
+    argv = [str(tmp_path / a) if a.startswith("minigen-inpaint-0") else a for a in shlex.split(events[-1]["command"])]
+    assert edit.run(edit.main, argv[2:] + ["--no-progress"]) == 0
+    grid = np.asarray(Image.open(tmp_path / "minigen-inpaint-0.png").convert("L"), dtype=int)
+    scale, pad = 3, 2                                                  # edit.py's grid: 4 tiles of 28 px at 3x
+    x0 = pad + 3 * (28 * scale + pad)                                  # the last tile: the result
+    made = grid[pad:pad + 28 * scale:scale, x0:x0 + 28 * scale:scale]
+    assert (made == np.asarray(decode(events[-1]["panels"][-1]["image"]), dtype=int)).all()
 
 
 def test_the_page_gets_short_names_words_examples_and_no_404_for_its_icon(served):
@@ -213,6 +223,8 @@ BAD = [
     ({"model": 1, "prompt": "a red circle", "negative": "a círcle 🔵"}, 400,
      "unknown words in the negative prompt: 'círcle', '🔵'"),                # the field named, the words whole
     ({"model": 0, "label": 1, "seed": 2**32 - 2, "n": 3}, 400, "the seeds run to 4294967296, past 4294967295"),
+    ({"model": 1, "prompt": "red " * 24 + "blue"}, 400, "the prompt has 25 words; this model reads at most 23, so 2 "
+                                                      "would be dropped (red blue)"),     # never cut silently
     ({"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64,!!!"}, 400, "base64 does not decode"),
     ({"model": 0, "label": 1, "mode": "sdedit", "image": "data:image/png;base64," + base64.b64encode(b"GIF89a no").decode()},
      400, "the uploaded image: not a readable image"),

@@ -135,6 +135,9 @@ def test_a_tiny_text_model_resumes_bit_exactly_and_samples_from_prompts(text_aut
     assert sample.run(sample.main, ckpt + ["--prompt", "a large blue circle", "--negative-prompt", "a crimson one",
                                            "--out", str(tmp_path / "neg.png")]) == 2
     assert "unknown words in the negative prompt: 'crimson', 'one'" in capsys.readouterr().err
+    assert sample.run(sample.main, ckpt + ["--prompt", "red " * 24 + "blue", "--out", str(tmp_path / "long.png")]) == 2
+    assert "the prompt has 25 words; this model reads at most 23, so 2 would be dropped (red blue)" \
+        in capsys.readouterr().err
     assert sample.run(sample.main, ckpt + ["--prompt", "   ", "--out", str(tmp_path / "e.png")]) == 2
     assert "an empty prompt says nothing to draw" in capsys.readouterr().err
 

@@ -126,7 +126,7 @@ class Job:
         s = self.sampler
         args = ["sample.py" if self.mode == "generate" else "edit.py", "--ckpt", ckpt]
         args += {"inpaint": ["--inpaint", f"{files}-original.png", "--mask", f"{files}-mask.png"],
-                 "sdedit": ["--init", f"{files}-original.png", "--strength", f"{self.strength:g}"],
+                 "sdedit": ["--init", f"{files}-original.png", "--strength", repr(self.strength)],
                  "invert": ["--invert", f"{files}-original.png"]}.get(self.mode, [])
         if self.label is not None:
             args += ["--class", str(self.label)]
@@ -134,9 +134,9 @@ class Job:
             args += ["--prompt", self.prompt]
         if self.negative_prompt:
             args += ["--negative-prompt", self.negative_prompt]
-        args += ["--sampler", s.sampler, "--steps", str(s.steps)] + (["--eta", f"{s.eta:g}"] if s.eta else [])
+        args += ["--sampler", s.sampler, "--steps", str(s.steps)] + (["--eta", repr(s.eta)] if s.eta else [])
         if self.cond:                                       # a conditional model: classifier-free guidance's w
-            args += ["--guidance", f"{self.guidance:g}"]
+            args += ["--guidance", repr(self.guidance)]     # repr: every digit, so the same pixels
         args += ["--seed", str(seed), "-n", str(n)] + (["--image-seeds"] if n > 1 else []) + ["--out", out]
         return "python " + shlex.join(args)
 

@@ -44,7 +44,7 @@ function chooseModel() {
   if (!m.distilled_steps && $("sampler").value === "cm") $("sampler").value = "ddim";
   $("steps").max = m.T;
   $("frame-xt").parentElement.hidden = m.latent;   // a noisy latent is no picture
-  followSampler(true);
+  followSampler();                                  // this model's steps for the sampler (a student's own)
   if (uploaded) prepare(uploaded, {upload: true}); else useTestImage();
 }
 
