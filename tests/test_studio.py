@@ -412,6 +412,7 @@ def test_the_page_in_a_real_browser_generates_reproducibly_with_a_history(served
         own, url = start(Studio([os.environ["MINIGEN_STUDIO_CKPT"]]))
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
     try:
         browser.set_window_size(1400, 1060)
         browser.get(url + "/")
@@ -419,10 +420,11 @@ def test_the_page_in_a_real_browser_generates_reproducibly_with_a_history(served
         if own is None:
             assert browser.find_element(By.ID, "model").text.splitlines()[0] == "glyphs/last.pt"    # not the full path
         assert browser.execute_script("return document.getElementById('cm-option').disabled")   # no student: no cm
-        browser.find_element(By.ID, "sampler").send_keys("DDPM")
+        sampler = Select(browser.find_element(By.ID, "sampler"))
+        sampler.select_by_value("ddpm")
         assert browser.find_element(By.ID, "eta").get_attribute("disabled") == "true"   # η is DDIM's alone
         assert browser.find_element(By.ID, "steps").get_attribute("value") == "100"
-        browser.find_element(By.ID, "sampler").send_keys("DDIM")
+        sampler.select_by_value("ddim")
         browser.find_element(By.ID, "label").send_keys("7")
         steps = browser.find_element(By.ID, "steps")
         steps.clear()
@@ -472,9 +474,12 @@ def test_the_page_in_a_real_browser_generates_reproducibly_with_a_history(served
         edit = browser.execute_script("return document.getElementById('edit').getBoundingClientRect().right")
         assert edit <= browser.execute_script("return document.documentElement.clientWidth")
         shot = os.environ.get("MINIGEN_STUDIO_SCREENSHOT")
-        if shot:
+        if shot:                                                         # the whole page, its test image drawn
             browser.set_window_size(1400, 1060)
-            browser.find_element(By.ID, "model").send_keys("glyphs/last.pt") if own is None else None
+            wait(browser, lambda b: b.execute_script("return source !== null"))
+            height = browser.execute_script("return document.documentElement.scrollHeight")
+            browser.set_window_size(1400, min(height + 140, 2400))
+            browser.execute_script("window.scrollTo(0, 0)")
             browser.save_screenshot(shot)
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
