@@ -103,6 +103,13 @@ class Parser(argparse.ArgumentParser):
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
+    def _get_value(self, action, arg_string):
+        """A flag given an empty value (`--ckpt ''`, an unset shell variable) is refused, not
+        read as "not given": every flag that takes a value needs one."""
+        if action.option_strings and arg_string == "":
+            self.error(f"argument {'/'.join(action.option_strings)}: an empty value; give one, or leave the flag out")
+        return super()._get_value(action, arg_string)
+
 
 def _base_type(tp):
     """int for `int`, `int | None` and `Optional[int]`; tuples and others as they are."""

@@ -163,6 +163,13 @@ BAD = [
     ("latent_bench", ["--pixel", "/no/such.pt"], "no such checkpoint file"),
     ("bench", ["--device", "meta"], "--device"),
     ("bench", ["--budget-s", "-1"], "--budget-s"),
+    ("bench", ["--sections", "train,tests"], "'tests': the sections are train, sampling, batch scaling"),
+    # an empty value is refused, not read as "not given" (an unset shell variable)
+    ("sample.py", ["--ckpt", ""], "argument --ckpt: an empty value"),
+    ("sample.py", ["--save-dir", ""], "argument --save-dir: an empty value"),
+    ("train_ddpm.py", ["--init-from", ""], "argument --init-from: an empty value"),
+    ("evaluate.py", ["--vae", ""], "argument --vae: an empty value"),
+    ("data", ["show", "glyphs", "--root", ""], "argument --root: an empty value"),
     ("train_ddpm.py", ["--dataset", "shapes", "--image-size", "27"], "is not divisible by 2"),
     ("train_clip.py", ["--max-len", "100000"], "--max-len"),
     ("train_clip.py", ["--contrast", "bogus"], "--contrast bogus"),

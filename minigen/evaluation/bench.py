@@ -434,6 +434,18 @@ def default_rows(rows: list, args, device, repeats: int) -> None:
                       sizes=(16, 32) if args.smoke else (32, 64))
 
 
+GPU_SECTIONS = ("train", "sampling", "batch scaling")
+
+
+def sections_of(text: str) -> list[str]:
+    """--sections: names of GPU_SECTIONS, comma-separated."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in GPU_SECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, unknown))}: the sections are {', '.join(GPU_SECTIONS)}")
+    return names
+
+
 def main(argv=None) -> int:
     parser = Parser(prog="python -m minigen.evaluation.bench", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -454,7 +466,7 @@ def main(argv=None) -> int:
                              "scaling, and DDIM sampling at batch 16 eager, compiled and CUDA-graphed")
     parser.add_argument("--budget-s", type=number(float, positive), default=None,
                         help="with --gpu: skip the sections that would start after this many seconds")
-    parser.add_argument("--sections", default="train,sampling,batch scaling",
+    parser.add_argument("--sections", default="train,sampling,batch scaling", type=sections_of,
                         help="with --gpu: which sections, comma-separated (default: all three)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.md and bench.json (default: runs/bench)")
@@ -482,7 +494,7 @@ def main(argv=None) -> int:
     rows: list = []
     profile = None
     if args.gpu:
-        gpu_rows(rows, device, repeats, time.monotonic() + (args.budget_s or float("inf")), args.sections.split(","))
+        gpu_rows(rows, device, repeats, time.monotonic() + (args.budget_s or float("inf")), args.sections)
     elif args.profile_only or not args.unet_only:
         profile_cfg = unet.preset("tiny" if args.smoke else "cpu", num_classes=10)
         profile_name = ("U-Net tiny" if args.smoke else "U-Net cpu (28px, batch 64, channels-last)") + (", compiled" if args.compiled else "")
