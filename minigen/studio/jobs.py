@@ -23,6 +23,7 @@ the same pixels again (`command`), shown on the page and written into each PNG a
 import base64
 import binascii
 import io
+import math
 import shlex
 import time
 from dataclasses import dataclass
@@ -80,11 +81,19 @@ def _field(body: dict, name: str, kind, default, check=None):
     if value is None or value == "":
         return default
     try:
-        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
-            raise ValueError
-        value = kind(float(value)) if kind in (int, float) else kind(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} {value!r}: must be {'an integer' if kind is int else 'a number' if kind is float else 'text'}") from None
+        if kind is int:                                      # 7, 7.0 or "7"; an int exactly, however large
+            number = value if isinstance(value, int) and not isinstance(value, bool) else float(value)
+            if isinstance(value, bool) or number != int(number):   # int(inf): OverflowError; int(nan): ValueError
+                raise ValueError
+            value = int(number)
+        elif kind is float:
+            value = float(value)
+            if not math.isfinite(value):                     # "1e400", "inf", "nan" given as text
+                raise ValueError
+        else:
+            value = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"{name} {value!r}: must be {'an integer' if kind is int else 'a finite number' if kind is float else 'text'}") from None
     problem = check(value) if check else None
     if problem:
         raise BadRequest(f"{name} {value}: {problem}")
