@@ -28,14 +28,14 @@ import train_ldm
 import train_vae
 import train_vit
 from minigen.data import __main__ as data_cli
-from minigen.evaluation import bench, grain, latent_bench, prompts
+from minigen.evaluation import bench, grain, judges, latent_bench, prompts
 from minigen.training.runlog import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = ROOT / "tests" / "data" / "before_refactor"          # a tiny diffusion model, GAN and ViT
 SCRIPTS = {"train_ddpm.py": train_ddpm, "train_ldm.py": train_ldm, "train_gan.py": train_gan, "train_vit.py": train_vit,
            "train_vae.py": train_vae, "sample.py": sample, "edit.py": edit, "evaluate.py": evaluate, "prompts": prompts, "latent_bench": latent_bench,
-           "bench": bench, "train_clip.py": train_clip, "distill.py": distill, "grain": grain, "data": data_cli}
+           "bench": bench, "train_clip.py": train_clip, "distill.py": distill, "grain": grain, "data": data_cli, "judges": judges}
 
 BAD = [
     ("train_ddpm.py", ["--batch-size", "0"], "--batch-size"),
@@ -182,6 +182,10 @@ BAD = [
     ("grain", ["--device", "meta"], "--device"),
     ("grain", ["--ckpt", "/no/such.pt"], "no such checkpoint file"),
     ("data", ["show", "bogus"], "unknown data set 'bogus'"),
+    ("judges", [], "--samples CKPT (measured) or --blur SIGMA"),
+    ("judges", ["--blur", "9"], "--blur"),
+    ("judges", ["--blur", "1", "--judge", str(OLD / "vit.pt")], "not an attribute classifier of captioned-shapes"),
+    ("judges", ["--blur", "1", "--max-fooled", "2"], "--max-fooled"),
     ("data", ["show", "glyphs", "-n", "0"], "-n"),
     ("data", ["show", "glyphs", "--seed", str(2**64)], "--seed"),
 ]
@@ -211,6 +215,8 @@ def invoke(script: str, args: list[str], out: Path, image: Path | None = None) -
         args = ["--teacher", str(OLD / "v.pt"), "--out", str(out), *args]
     elif script == "grain":
         args = [*(["--ckpt", str(OLD / "v.pt")] if "--ckpt" not in args else []), *args]
+    elif script == "judges":
+        args = ["--out", str(out), *args]
     elif script == "data":
         args = [*args[:2], "--out", str(out / "grid.png"), *args[2:]] if args[0] == "show" else args
     else:

@@ -173,7 +173,11 @@ def test_a_frozen_clip_text_tower_arrives_and_stays_as_trained(text_autoencoder,
                                     str(tmp_path / "a" / "last.pt"), "--sampler", "dpm++"]) == 0
     report = json.loads((tmp_path / "p" / "prompts.json").read_text())
     assert report["args"]["sampler"] == "dpm++"
-    assert set(report["held_out"]["plain"]) == {"clip", "classifier", "images_per_s", "CLIPScore"}
+    assert set(report["held_out"]["plain"]) == {"clip", "classifier", "ink", "images_per_s", "CLIPScore", "all_judges",
+                                                "judges_agree"}
+    verdict = report["held_out"]["plain"]
+    assert verdict["all_judges"] <= min(verdict[j]["all"] for j in ("clip", "classifier", "ink"))   # the strict one
+    assert {"all_small", "all_large", "shape_small", "shape_large"} <= set(verdict["ink"])
     assert set(report["features_plain"]) == {"FD", "precision", "recall"}
     shapes = report["seen"]["plain"]["classifier"]["shape_confusion"]                   # 2 prompts, 4 shapes
     assert len(shapes) == 4 and sum(map(sum, shapes)) == 2

@@ -88,7 +88,7 @@ def make_captioned_shapes(n: int, seed: int, split: str = "train") -> tuple[np.n
             if not held.any():
                 break
             attributes[held, 1] = torch.randint(0, counts[1], (int(held.sum()),), generator=g)
-    return _draw(attributes, g), attributes.numpy().astype(np.int64)
+    return draw(attributes, g), attributes.numpy().astype(np.int64)
 
 
 def make_every_combination(n: int, seed: int, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +100,9 @@ def make_every_combination(n: int, seed: int, split: str = "train") -> tuple[np.
     return make_captioned_shapes(n, seed + 1000, split="test")
 
 
-def _draw(attributes: torch.Tensor, g: torch.Generator) -> np.ndarray:
+def draw(attributes: torch.Tensor, g: torch.Generator) -> np.ndarray:
+    """Images (n, 3, 32, 32) uint8 of the (n, 5) attribute indices: the radius, the centre's
+    jitter, the turn, the colour's jitter and the sensor noise drawn from `g`."""
     n = len(attributes)
     uniform = lambda lo, hi: lo + (hi - lo) * torch.rand(n, 1, 1, generator=g)
     shape, colour, size, position, background = attributes.T

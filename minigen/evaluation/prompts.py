@@ -13,7 +13,12 @@ images alone (train_vit.py --attributes): one softmax per attribute, no text, no
 judge on the real test images behind the prompts is its own ceiling, shown beside. With
 --judge, also the Fréchet distance, precision and recall of all the samples against those real
 images, in the attribute judge's features (Heusel et al. 2017; Kynkäänniemi et al. 2019): a
-trilemma row. A class-conditional model of the same data (class = shape) is asked for the
+trilemma row. On captioned-shapes a third judge always reads too: the ink reader (ink.py), which
+learns nothing: it measures the ink and asks which shape, drawn by the data set's own rules,
+explains it best, so a round blob is a circle whatever was asked. With two judges or more, the
+strict reading (right by every judge) and how often they agree; prompt accuracy and shape are
+also given for small and large shapes apart (evaluation/judges.py scores the judges themselves
+on blurred and blob images). A class-conditional model of the same data (class = shape) is asked for the
 shape of each test image and judged on shape alone, for the rows beside it. Also CLIPScore (Hessel et al. 2021) of each sample against its prompt,
 and, with --negative, the same with a negative prompt: the prompt itself with its colour
 changed to the next of the palette (steer away from "a small *green* circle ..." when asking for
@@ -31,6 +36,7 @@ from .. import pipelines
 from ..cli import GUIDANCE, SEED, Parser, at_least, between, number, run, writable_folder
 from ..data import load_dataset
 from ..diffusion import SAMPLERS, SamplerConfig
+from .ink import read_ink
 from .metrics import clip_score, frechet_distance_of, precision_recall, zero_shot_attributes
 
 
@@ -78,8 +84,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/eval-prompts", help="folder for prompts.json")
     args = parser.parse_args(argv)
     out = writable_folder(args.out)                         # before the work, not after it
-    if not (args.clip or args.judge):
-        parser.error("give a judge: --clip, --judge or both")
     pipe = pipelines.load(args.ckpt, kind="ddpm")
     text = pipe.tokenizer is not None
     if not text and not pipe.num_classes:
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
     if data.captioning is None or len(data.captioning.attributes) < 2:
         parser.error(f"{args.ckpt} was trained on {pipe.data['dataset']}, which has no named attributes to judge")
     judges = {}                                                           # name -> images (N, C, H, W) -> (N, A)
+    if pipe.data["dataset"].startswith("captioned-shapes"):               # the ink reader (ink.py): nothing learned
+        judges["ink"] = read_ink
     clip = pipelines.load(args.clip, kind="clip") if args.clip else None
     if clip is not None:
         judges["clip"] = lambda x: read_attributes(clip, data, x)
@@ -99,6 +105,8 @@ def main(argv=None) -> int:
             parser.error(f"--judge {args.judge}: not an attribute classifier of {pipe.data['dataset']} "
                          "(train_vit.py --attributes makes one)")
         judges["classifier"] = classifier.read_attributes
+    if not judges:
+        parser.error("give a judge: --clip or --judge (the ink reader reads captioned-shapes alone)")
     names = list(data.captioning.attributes)
     asked = list(range(len(names))) if text else [0]        # what the condition names: every attribute, or the class
     held = torch.from_numpy(data.captioning.held_out(data.facts.numpy()))
@@ -114,12 +122,25 @@ def main(argv=None) -> int:
             other[:, 1] = (other[:, 1] + 1) % len(data.captioning.attributes["colour"])
             runs.append(("negative", data.captioning.describe(other, 0)))
         real = data.batch(index)[0]
-        def judged(read, x):          # accuracy per attribute, and how the first (shape) was misread
+        verdicts = {}                 # judge -> (N,) bool: every attribute asked read back, for the agreement
+        def judged(read, x, j):       # accuracy per attribute, by object size, and how the first (shape) was misread
             predicted = read(x)
             out = accuracy_by_attribute(predicted[:, asked], truth[:, asked], [names[a] for a in asked])
             out[f"{names[0]}_confusion"] = confusion(predicted[:, 0], truth[:, 0], len(data.captioning.attributes[names[0]]))
+            verdicts[j] = (predicted[:, asked] == truth[:, asked]).all(1)
+            if "size" in names and text:
+                small = truth[:, names.index("size")] == 0
+                for part, rows in (("small", small), ("large", ~small)):
+                    out[f"all_{part}"] = verdicts[j][rows].float().mean().item()
+                    out[f"{names[0]}_{part}"] = (predicted[rows, 0] == truth[rows, 0]).float().mean().item()
             return out
-        row = {"n": len(index), "judge_on_real": {j: judged(read, real) for j, read in judges.items()}}
+
+        def agreement(row: dict) -> None:   # with two judges or more: the strict reading and how often they agree
+            if len(verdicts) > 1:
+                v = torch.stack(list(verdicts.values()))
+                row["all_judges"] = v.all(0).float().mean().item()
+                row["judges_agree"] = (v == v[0]).all(0).float().mean().item()
+        row = {"n": len(index), "judge_on_real": {j: judged(read, real, j) for j, read in judges.items()}}
         reals.append(real)
         for name, negative in runs:
             torch.manual_seed(args.seed)
@@ -131,7 +152,8 @@ def main(argv=None) -> int:
                 cond=pipe.prompts(prompts) if text else pipe.condition(truth[:, 0]),
                 progress=False)).cpu()
             seconds = time.perf_counter() - start
-            row[name] = {j: judged(read, x) for j, read in judges.items()}
+            row[name] = {j: judged(read, x, j) for j, read in judges.items()}
+            agreement(row[name])
             samples.setdefault(name, []).append(x)
             row[name]["images_per_s"] = len(x) / seconds
             if clip is not None and text:
@@ -139,8 +161,14 @@ def main(argv=None) -> int:
             for j in judges:
                 print(f"{split:9s} {name:8s} judged by {j:10s}: prompt accuracy {row[name][j]['all']:.1%} ("
                       + ", ".join(f"{names[a]} {row[name][j][names[a]]:.0%}" for a in asked)
+                      + (f"; small shapes {row[name][j]['all_small']:.0%} (shape {row[name][j]['shape_small']:.0%}), "
+                         f"large {row[name][j]['all_large']:.0%} (shape {row[name][j]['shape_large']:.0%})"
+                         if "all_small" in row[name][j] else "")
                       + "); the judge on the real images: "
                       f"{row['judge_on_real'][j]['all']:.1%}")
+            if "all_judges" in row[name]:
+                print(f"{split:9s} {name:8s} right by every judge: {row[name]['all_judges']:.1%} (the strict "
+                      f"reading); the judges agree on {row[name]['judges_agree']:.1%} of the samples")
             if "classifier" in judges:
                 print(f"{split:9s} {name:8s} {names[0]} asked (rows) and read by the classifier (columns), "
                       f"{', '.join(data.captioning.attributes[names[0]])}: {row[name]['classifier'][f'{names[0]}_confusion']}")
