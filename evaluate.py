@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from minigen import pipelines
-from minigen.cli import (GUIDANCE, SEED, STEPS, Parser, add_config_args, at_least, between, interval, non_negative, number, parse_config, run,
-                         setting, writable_folder)
+from minigen.cli import (GUIDANCE, SEED, STEPS, Parser, add_config_args, at_least, between, flag_of, interval, non_negative,
+                         number, parse_config, run, setting, writable_folder)
 from minigen.data import DataConfig, to_float, train_and_test
 from minigen.data.readers import read_samples
 from minigen.device import pick_device, seed_everything
@@ -96,6 +96,11 @@ class EvaluateConfig:
     seed: int = setting(0, "seed of the samples", check=SEED)
     out: str = setting("runs/eval", "folder for trilemma.json and trilemma.md")
     device: str | None = setting(None, "cpu | cuda | mps (default: the best available)")
+
+
+# The settings of the diffusion rows: given without --ddpm they would change nothing.
+DIFFUSION_ROWS = ("guidance", "guidance_interval", "guidance_rescale", "ddpm_steps", "ddpm_n", "ddim_steps", "dpm_steps",
+                  "cm_steps")
 
 
 @torch.no_grad()
@@ -190,7 +195,10 @@ class Table:
 def main(argv=None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, EvaluateConfig)
-    args, _ = parse_config(parser, EvaluateConfig, argv)
+    args, given = parse_config(parser, EvaluateConfig, argv)
+    rows_only = [name for name in DIFFUSION_ROWS if name in given]
+    if rows_only and not args.ddpm:                 # a setting of rows that would not be drawn: said, not ignored
+        raise MinigenError(f"{flag_of(EvaluateConfig, rows_only[0])} sets the diffusion rows: give --ddpm CKPT")
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
     out = writable_folder(args.out)

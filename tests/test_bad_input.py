@@ -150,6 +150,7 @@ BAD = [
     ("evaluate.py", ["--seed", str(2**64)], "--seed"),
     ("evaluate.py", ["--guidance", "1e12"], "--guidance"),
     ("evaluate.py", ["-n", "100000000"], "-n"),
+    ("evaluate.py", ["--ddim-steps", "5000"], "--ddim-steps sets the diffusion rows: give --ddpm CKPT"),   # not ignored
     # the evaluation modules, to the scripts' standard
     ("prompts", ["-n", "0"], "-n"),
     ("prompts", ["--steps", "0"], "--steps"),
