@@ -11,7 +11,7 @@ extrapolation. So each judge reads four sets made from the same test facts of ca
     real        the test images
     round trip  through the --autoencoder and back: the best a latent model can give back
     blurred     the test images under a Gaussian blur of σ px: σ = --blur, or the σ at which the
-                real images are as sharp as --samples' (mean |Laplacian|, matched by bisection)
+                real images' edges are as steep as --samples' (`sharpness`, matched by bisection)
     blob        controls: each image drawn again as a disc, at the same colour, place, size and
                 background, blurred by the same σ. The right reading of a blob is "circle"; a
                 judge that reads the blob drawn for a square as a square would call a round
@@ -34,7 +34,7 @@ from ..cli import SEED, Parser, between, number, run, writable_folder
 from ..data import load_dataset
 from ..data.captioned import SHAPES, draw
 from ..diffusion import SamplerConfig
-from .ink import read_ink
+from .ink import coverage, read_ink
 from .prompts import read_attributes
 
 NAMES = ["shape", "colour", "size", "position", "background"]
@@ -54,9 +54,16 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def sharpness(x: torch.Tensor) -> float:
-    """Mean |Laplacian| of images in [−1, 1] (the 4-neighbour stencil): falls as a picture blurs."""
-    kernel = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).expand(x.shape[1], 1, 3, 3)
-    return F.conv2d(x.float(), kernel, groups=x.shape[1]).abs().mean().item()
+    """How steep the shapes' edges are: the steepest rise of the ink's coverage (ink.coverage: 0
+    on the background, 1 inside, the sensor noise cut off), the mean of each image's ten largest
+    |∇c| per pixel (central differences), averaged over images in [−1, 1]. A sharp edge rises
+    by about 1 a pixel; a blur of σ spreads it over ~2.5σ. (The mean |Laplacian| of the picture
+    itself was tried first: it measures the real images' sensor noise more than their edges.)"""
+    c = coverage((x.float().clamp(-1, 1) + 1) / 2)[0]                                  # (N, H, W)
+    gx = (c[:, 1:-1, 2:] - c[:, 1:-1, :-2]) / 2
+    gy = (c[:, 2:, 1:-1] - c[:, :-2, 1:-1]) / 2
+    steep = (gx**2 + gy**2).sqrt().flatten(1).topk(10, dim=1).values.mean(dim=1)
+    return steep.mean().item()
 
 
 def matched_blur(real: torch.Tensor, target: float, high: float = 3.0) -> float:
@@ -142,7 +149,7 @@ def main(argv=None) -> int:
             cond=sampler.prompts(prompts), progress=True)).cpu()
         report["sharpness"] = {"real": sharpness(real), "samples": sharpness(samples)}
         sigma = matched_blur(real, report["sharpness"]["samples"])
-        print(f"sharpness (mean |Laplacian|): real {report['sharpness']['real']:.4f}, samples "
+        print(f"sharpness (steepest rise of the ink a pixel): real {report['sharpness']['real']:.4f}, samples "
               f"{report['sharpness']['samples']:.4f}: matched by a blur of σ = {sigma:.2f} px")
     report["sigma"] = sigma
     sets = {"real": real, "blurred": gaussian_blur(real, sigma)}
