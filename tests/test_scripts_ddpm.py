@@ -72,7 +72,10 @@ class _Evil:
         return (print, ("this must never run",))
 
 
-def test_sample_py_refuses_bad_checkpoints_in_one_line(tmp_path):
+def test_sample_py_refuses_bad_checkpoints_in_one_line(tmp_path, capsys):
+    """In this process (as the bad-input table runs every script): sample.py's main, its exit
+    status and its one line on stderr."""
+    import sample
     (tmp_path / "corrupt.pt").write_bytes(b"garbage")
     torch.save({"format": 1, "kind": "ddpm", "x": _Evil()}, tmp_path / "evil.pt")
     cfg = preset("tiny")
@@ -82,10 +85,10 @@ def test_sample_py_refuses_bad_checkpoints_in_one_line(tmp_path):
                 "evil.pt": "could run code", "vit.pt": "a 'vit' checkpoint, not a 'ddpm' or 'gan' one",
                 "gan.pt": "does not match this minigen's gan model"}
     for name, message in expected.items():
-        r = run("sample.py", "--ckpt", str(tmp_path / name))
-        assert r.returncode == 2, name
-        assert message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
-        assert "this must never run" not in r.stdout
+        assert sample.run(sample.main, ["--ckpt", str(tmp_path / name), "--out", str(tmp_path / "x.png")]) == 2, name
+        r = capsys.readouterr()
+        assert message in r.err and r.err.strip().count("\n") == 0, r.err
+        assert "this must never run" not in r.out
 
 
 def test_resume_reaches_the_same_weights_bit_for_bit(tmp_path):

@@ -102,7 +102,7 @@ def test_device_choice_says_why():
 
 
 def test_data_cli_shows_a_grid_and_fails_in_one_line(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "minigen.data", "show", "shapes", "-n", "20",
+    ok = subprocess.run([sys.executable, "-m", "minigen.data", "show", "glyphs", "-n", "20",
                          "--out", str(tmp_path / "g.png")], capture_output=True, text=True)
     assert ok.returncode == 0 and (tmp_path / "g.png").is_file(), ok.stderr
     bad = subprocess.run([sys.executable, "-m", "minigen.data", "show", f"folder:{tmp_path}/none", "--size", "8"],
