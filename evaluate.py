@@ -103,6 +103,13 @@ DIFFUSION_ROWS = ("guidance", "guidance_interval", "guidance_rescale", "ddpm_ste
                   "cm_steps")
 
 
+def refuse_rows_not_drawn(args: EvaluateConfig, given: set[str]) -> None:
+    """A setting of the diffusion rows given without --ddpm: said in one line, not ignored."""
+    rows_only = [name for name in DIFFUSION_ROWS if name in given]
+    if rows_only and not args.ddpm:
+        raise MinigenError(f"{flag_of(EvaluateConfig, rows_only[0])} sets the diffusion rows: give --ddpm CKPT")
+
+
 @torch.no_grad()
 def judge_outputs(judge, x: torch.Tensor, device, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """The judge's penultimate features and class probabilities of images x (N, C, H, W)."""
@@ -196,9 +203,7 @@ def main(argv=None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, EvaluateConfig)
     args, given = parse_config(parser, EvaluateConfig, argv)
-    rows_only = [name for name in DIFFUSION_ROWS if name in given]
-    if rows_only and not args.ddpm:                 # a setting of rows that would not be drawn: said, not ignored
-        raise MinigenError(f"{flag_of(EvaluateConfig, rows_only[0])} sets the diffusion rows: give --ddpm CKPT")
+    refuse_rows_not_drawn(args, given)
     device, reason = pick_device(args.device)
     print(f"device: {reason}")
     out = writable_folder(args.out)
