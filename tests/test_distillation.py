@@ -171,3 +171,25 @@ def test_a_tiny_consistency_distillation_samples_in_one_and_in_two_steps(tmp_pat
         assert sample.run(sample.main, ["--ckpt", str(tmp_path / "cd" / "steps_1.pt"), "--sampler", "cm", "--steps", steps,
                                         "--no-progress", "--out", str(tmp_path / "s.png")]) == 0
         assert f"cm {steps} steps" in capsys.readouterr().out
+
+
+def test_the_consistency_student_is_not_clipped_so_an_overshoot_is_pulled_back():
+    """A student whose x̂_0 is c = 3 everywhere, a teacher and a target network whose x̂_0 is 0: the
+    goal is 0 on every step (a DDIM step with x̂_0 = 0 to clean data lands on 0 too), so
+    L = (c − 0)² = 9 and dL/dc = 2c = 6. Clipping the student's x̂_0 to 1 would give L = 1 and a
+    gradient of exactly 0 (Song et al. 2023, Algorithm 2, has no clipping)."""
+    d = Diffusion(make_betas("linear", 1000), prediction="v")
+    c = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+
+    def as_v(x0_hat):                      # a network whose x̂_0 = α·x − σ·v equals x0_hat
+        def network(x, t):
+            a, s = d.alpha_sigma(t, x)
+            return (a * x - x0_hat) / s
+        return network
+
+    x0 = torch.rand(16, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    zero = as_v(torch.zeros((), dtype=torch.float64))
+    loss = consistency_loss(as_v(c), zero, zero, d, x0, 4, clip=True)
+    loss.backward()
+    assert math.isclose(loss.item(), 9.0, rel_tol=1e-9)
+    assert math.isclose(c.grad.item(), 6.0, rel_tol=1e-9)

@@ -92,19 +92,22 @@ def consistency_loss(student, target, teacher, diffusion: Diffusion, x0: torch.T
                      clip: bool = True, **cond) -> torch.Tensor:
     """Song et al.'s Algorithm 2 for one batch, on the N-step grid trailing(N) then clean:
     n ~ U{0..N−1} per image, x_{t_n} = α·x_0 + σ·ε, the teacher's DDIM step to t_{n+1} (no
-    gradient), and ‖f_θ(x_{t_n}) − f_θ⁻(x̂_{t_{n+1}})‖² averaged."""
+    gradient), and ‖f_θ(x_{t_n}) − f_θ⁻(x̂_{t_{n+1}})‖² averaged. `clip` clips the teacher's and
+    the target network's x̂_0 to [−1, 1], never the student's."""
     grid = torch.cat([diffusion.timesteps(N, "trailing"), torch.tensor([-1])]).to(x0.device)
     n = torch.randint(0, N, (x0.shape[0],), device=x0.device)
     t, t_next = grid[n], grid[n + 1]
     a_t, s_t = diffusion.alpha_sigma(t, x0)
     x_t = a_t * x0 + s_t * torch.randn_like(x0)                           # q(x_{t_n} | x_0)
 
-    def f(network, x, at):                                                # the consistency function: x̂_0
+    def f(network, x, at, clip_x0):                                       # the consistency function: x̂_0
         x0_hat = diffusion.x0_eps_from_output(network(x, at.clamp(min=0), **cond), x, at.clamp(min=0))[0]
-        return x0_hat.clamp(-1, 1) if clip else x0_hat
+        return x0_hat.clamp(-1, 1) if clip_x0 else x0_hat
 
-    with torch.no_grad():
-        x_next = diffusion.ddim_step_to(x_t, f(teacher, x_t, t), t, t_next)   # one step of the teacher's ODE solver
+    with torch.no_grad():                                                 # teacher and target: clipped, as sampled
+        x_next = diffusion.ddim_step_to(x_t, f(teacher, x_t, t, clip), t, t_next)   # one step of the teacher's ODE solver
         clean = (t_next < 0).reshape(-1, *([1] * (x0.dim() - 1)))
-        goal = torch.where(clean, x_next, f(target, x_next, t_next))      # boundary: f(x, clean) = x
-    return (f(student, x_t, t).float() - goal.float()).pow(2).flatten(1).mean(1).mean()
+        goal = torch.where(clean, x_next, f(target, x_next, t_next, clip))   # boundary: f(x, clean) = x
+    # The student's x̂_0 is never clipped (Algorithm 2 has no clipping): where it overshoots [−1, 1],
+    # a clamp would flatten the loss and zero its gradient, and those pixels could never be pulled back.
+    return (f(student, x_t, t, False).float() - goal.float()).pow(2).flatten(1).mean(1).mean()
