@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ..cli import at_least, between, setting
 from ..errors import DataError
@@ -193,18 +194,23 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, 
 
 
 def _generated(name: str, split: str, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A built-in set, from the cache or made now and cached (written atomically)."""
+    """A built-in set, from the cache or made now and cached."""
     source = REGISTRY[name]
     n = n or source.sizes[split != "train"]
     stream = seed * 2 + (split != "train")     # train and test come from different random streams
-    path = cache_dir() / f"{name}-v{source.version}-{split}-seed{seed}-n{n}.npz"
+    make = lambda: source.make(n, stream, split) if source.takes_split else source.make(n, stream)
+    return _cached(cache_dir() / f"{name}-v{source.version}-{split}-seed{seed}-n{n}.npz", make)
+
+
+def _cached(path: Path, make) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) from the cache file `path`, or make() and cache them (written atomically)."""
     if path.is_file():
         try:
             with np.load(path) as f:
                 return f["images"], f["labels"]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)       # a damaged cache entry is simply made again
-    images, labels = source.make(n, stream, split) if source.takes_split else source.make(n, stream)
+    images, labels = make()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -278,7 +284,19 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     if name not in REGISTRY:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(NAMES)}")
     source = REGISTRY[name]
-    if source.make is not None:
+    captioning, classes = source.captioning, source.classes
+    if source.catalogue is not None:          # drawn here from files this machine has (emoji)
+        catalogue = source.catalogue(Path(root or data_root()) / name)
+        side = size or 32
+        if not 8 <= side <= 128:
+            raise DataError(f"{name} is drawn at 8 to 128 pixels, not {side}")
+        images, labels = _cached(cache_dir() / f"{name}-{catalogue.key}-{side}px.npz",
+                                 lambda: (catalogue.draw(side, progress=functools.partial(
+                                     tqdm, desc=f"drawing {name}", leave=False)), catalogue.labels()))
+        keep = catalogue.split(split)[:n]
+        images, labels = images[keep], labels[keep]
+        captioning, classes = catalogue.captioning(), catalogue.groups
+    elif source.make is not None:
         images, labels = _generated(name, split, n, seed)
     else:
         if download_missing:
@@ -286,12 +304,11 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
         images, labels = source.read(locate(source, Path(root or data_root())), split)
         if n is not None:
             images, labels = images[:n], labels[:n]
-    classes = source.classes
     images = _convert(torch.from_numpy(np.ascontiguousarray(images)), name, size, channels)
     labels = torch.from_numpy(np.ascontiguousarray(labels))
     attributes = labels if labels.ndim == 2 else None          # named attributes; the class is the first
     return ImageSet(name, images, labels[:, 0].contiguous() if attributes is not None else labels, list(classes),
-                    attributes, source.captioning or class_captioning(classes))
+                    attributes, captioning or class_captioning(classes))
 
 
 def train_and_test(name: str, **kwargs) -> tuple[ImageSet, ImageSet]:

@@ -3,6 +3,7 @@
     python -m minigen.data show glyphs --out glyphs.png        # a labelled grid of samples
     python -m minigen.data show folder:~/cars --size 64 -n 32
     python -m minigen.data show captioned-shapes --captions -n 8   # each image beside its caption
+    python -m minigen.data show emoji --shuffle -n 40          # 40 at random (Debian's emoji font and list)
     python -m minigen.data download mnist --root data          # MNIST, Fashion-MNIST, CIFAR-10
 """
 
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     show.add_argument("--download", action="store_true", help="download mnist/fashion/cifar10 if missing")
     show.add_argument("--seed", type=number(int, SEED), default=0, help="seed of a built-in set (default: 0)")
     show.add_argument("--out", default="dataset.png", help="where to write the grid (default: dataset.png)")
+    show.add_argument("--shuffle", action="store_true", help="images drawn at random (by --seed), not the first N")
     show.add_argument("--captions", action="store_true", help="one image a row, beside its caption (in turn in each "
                                                              "phrasing), instead of a grid labelled by class")
     get = sub.add_parser("download", help="download a data set: " + ", ".join(DOWNLOADABLE))
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
                           seed=args.seed, download_missing=args.download)
         print(f"{ds.name} {args.split}: {len(ds)} images of shape {ds.shape}, {len(ds.classes)} classes "
               f"({time.perf_counter() - start:.1f}s; generated sets are cached in {cache_dir()})")
-        index = torch.arange(min(args.n, len(ds)))
+        index = (torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed)) if args.shuffle
+                 else torch.arange(len(ds)))[:args.n]
         x, y = ds.batch(index)
         if args.captions:
             texts = [ds.captions(index[i:i + 1], phrasing=i)[0] for i in range(len(index))]

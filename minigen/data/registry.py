@@ -6,6 +6,7 @@ it can be downloaded from. A new source (a system folder, another data set) is o
     shapes    generated here (shapes.py)        4 shapes             -
     shapes64  the same drawn at 64x64           4 shapes             -
     captioned-shapes  drawn here, with captions (captioned.py)  4 shapes  -
+    emoji     drawn here from Debian's emoji font and list (emoji.py)  9 groups  -
     mnist     IDX files (readers.py)            the digits 0-9       LeCun et al.'s files
     fashion   IDX files                         10 clothing classes  Xiao et al. 2017's files
     cifar10   CIFAR python batches              10 object classes    Krizhevsky 2009's archive
@@ -25,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from . import captioned, glyphs, readers, shapes
+from . import captioned, emoji, glyphs, readers, shapes
 
 FOLDER = "folder:"
 
@@ -51,6 +52,8 @@ class Source:
     package: str | None = None                        # that package's name, for the message
     contents: dict[str, str] = field(default_factory=dict)   # SHA-256 of each decompressed file
     holds: list[str] = field(default_factory=list)    # what a folder with the data has (files may be .gz)
+    # a set drawn here from files this machine has (emoji): catalogue(ROOT/name) finds and reads them
+    catalogue: Callable | None = None
 
 
 # SHA-256 of the decompressed Fashion-MNIST files (the IDX bytes, whatever the compression), derived
@@ -71,12 +74,17 @@ class Captioning:
     attributes: dict[str, list[str]]                 # name -> its values' words; the class comes first
     describe: Callable                               # (facts (N, A), phrasing) -> N captions
     held_out: Callable | None = None                 # facts (N, A) -> (N,) bool: never in the training split
+    combinations: Callable | None = None             # () -> facts (M, A) of every thing there is, where
+                                                     # not every combination of values is one (emoji)
 
     def every_combination(self, phrasing: int = 0) -> tuple[list[str], torch.Tensor]:
         """A caption of every combination of attribute values, and those values (M, A): the
         candidates a zero-shot reading of an image picks from."""
-        sizes = [len(values) for values in self.attributes.values()]
-        facts = torch.tensor(list(itertools.product(*[range(k) for k in sizes])))      # (M, A)
+        if self.combinations is not None:
+            facts = self.combinations()
+        else:
+            sizes = [len(values) for values in self.attributes.values()]
+            facts = torch.tensor(list(itertools.product(*[range(k) for k in sizes])))  # (M, A)
         return self.describe(facts, phrasing), facts
 
 
@@ -106,6 +114,8 @@ REGISTRY = {s.name: s for s in [
     Source("captioned-shapes-all", "captioned-shapes with every combination in both splits: for judges", shapes.CLASSES,
            make=captioned.make_every_combination, takes_split=True, sizes=(30_000, 6_000),
            captioning=NAMED),
+    Source("emoji", "every emoji, drawn by Debian's colour emoji font and named by the Unicode list, 32x32 RGB",
+           [], catalogue=emoji.catalogue, sizes=(3_531, 3_655), package=emoji.PACKAGES),
     # 64 px for latent diffusion's comparison: drawn, not upscaled; 20,000 images (60,000 would be 737 MB)
     Source("shapes64", "coloured shapes drawn here, 64x64 RGB", shapes.CLASSES, make=partial(shapes.make_shapes, size=64),
            sizes=(20_000, 2_000)),
