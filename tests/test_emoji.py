@@ -8,7 +8,6 @@ test reads the real packages where they are installed and skips with the reason 
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import ImageFont
