@@ -6,6 +6,8 @@ Salimans & Ho 2022), written out step by step.
     python sample.py --ckpt runs/distill/last.pt                           # samples in the student's steps
     python distill.py --teacher runs/ddpm/last.pt --method consistency --out runs/cd   # one step
     python sample.py --ckpt runs/cd/steps_1.pt --sampler cm --steps 4      # a consistency student, 4 steps
+    python distill.py --teacher runs/t2i/last.pt --guidance-range 1,6 --out runs/turbo   # text, w distilled in
+    python sample.py --ckpt runs/turbo/steps_1.pt --prompt "a large red circle in the centre on white"
     python distill.py --teacher runs/ddpm/last.pt --resume                 # continue after Ctrl-C
 
 Each round halves the steps: a student, starting from its teacher's weights, learns to take in
@@ -18,9 +20,19 @@ With --method consistency (Song et al. 2023) the student instead learns, on the 
 clean image as its neighbour one step further down: one step from noise is then a sample, and
 more steps alternate x̂_0 and fresh noise (sample.py --sampler cm).
 
-Guidance is applied to the student, not distilled in: the student learns the teacher's
-conditional and unconditional predictions (labels dropped with --cond-drop, as in training),
-so classifier-free guidance works on it as on the teacher (two passes per step).
+Any diffusion checkpoint minigen writes can teach: pixel or latent (the student works on the
+same latents, each training image encoded once by the teacher's frozen autoencoder, which the
+student's checkpoint carries), class- or text-conditional (the student keeps the teacher's
+tokenizer and text encoder, frozen).
+
+Guidance, by default, is applied to the student, not distilled in: the student learns the
+teacher's conditional and unconditional predictions (labels or captions dropped with
+--cond-drop, as in training), so classifier-free guidance works on it as on the teacher (two
+passes per step). With --guidance-range LO,HI it is distilled in (Meng et al. 2023, §4.1; LCM
+does the same): the student takes w as an input (models/unet.py embeds it like t), and learns
+the teacher's *guided* output for a w drawn from [LO, HI] per image, so a student step is one
+network pass. The first round's teacher is the original model guided by two passes; later
+rounds' teachers are students, called with w.
 
 Writes into --out (default runs/distill): last.pt (the run in progress, for --resume), steps_N.pt
 at the end of each round (the N-step student, EMA weights, which sample.py and evaluate.py load
@@ -40,12 +52,14 @@ from minigen import pipelines
 from minigen.cli import STEPS, at_least, between, positive, run, setting
 from minigen.data import batch_indices, load_dataset
 from minigen.device import seed_everything
-from minigen.diffusion import SamplerConfig
+from minigen.diffusion import ClassifierFreeGuidance, GuidanceInput, SamplerConfig
 from minigen.diffusion.distillation import consistency_loss, progressive_loss
 from minigen.errors import MinigenError
 from minigen.images import save_grid
+from minigen.models.text_to_image import TextToImage, TextToImageConfig
 from minigen.models.unet import UNet
 from minigen.training.checkpoint import save_checkpoint
+from minigen.training.diffusion_run import captions, latent_moments
 from minigen.training.ema import EMA
 from minigen.training.finetune import restart_ema
 from minigen.training.lifecycle import Run, RunConfig
@@ -75,6 +89,9 @@ class DistillConfig(RunConfig):
                                check=between(0, 1))
     ema_decay: float = setting(0.999, "largest EMA decay (restarted each round); the next teacher and the saved "
                                       "students are the EMA weights", check=between(0, 1))
+    guidance_range: str | None = setting(None, "LO,HI: distil guidance in, the student taking w as an input and "
+                                                "learning the teacher's guided output for w ~ U[LO, HI] (one pass "
+                                                "per step; default: guidance stays two passes on the student)")
     guidance: float = setting(3.0, "classifier-free guidance w for the pictures of each round", runtime=True)
     out: str = setting("runs/distill", "output folder", runtime=True)
 
@@ -91,6 +108,35 @@ def rounds(cfg) -> list[int]:
     return out
 
 
+def guidance_range(text: str | None) -> tuple[float, float] | None:
+    """--guidance-range "LO,HI" -> (LO, HI), refused in one line unless 0 <= LO <= HI <= 20."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise MinigenError(f"--guidance-range {text!r}: give two numbers LO,HI, e.g. 1,6") from None
+    if not 0 <= lo <= hi <= 20:
+        raise MinigenError(f"--guidance-range {text}: need 0 <= LO <= HI <= 20")
+    return lo, hi
+
+
+def student_of(network, guided: bool):
+    """A new network of the teacher's architecture, its weights copied (a text encoder frozen), with
+    the guidance-scale input when `guided` (its embedding starts at zero: it ignores w at first)."""
+    if isinstance(network, TextToImage):
+        config = TextToImageConfig(dataclasses.replace(network.config.unet, guidance_embedding=guided),
+                                   network.config.text, freeze_text=True, pooled=network.config.pooled)
+        student = TextToImage(config)
+    else:
+        student = UNet(dataclasses.replace(network.config, guidance_embedding=guided))
+    missing, unexpected = student.load_state_dict(network.state_dict(), strict=False)
+    left = unexpected + [k for k in missing if "guidance_mlp" not in k]    # only the new w-embedding may be new
+    if left:
+        raise MinigenError(f"the student does not fit the teacher's weights ({left[0]})")
+    return student
+
+
 def main(argv=None) -> int:
     run_ = Run.from_command_line(DistillConfig, "ddpm", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
@@ -103,26 +149,28 @@ def main(argv=None) -> int:
 
     # ---- the teacher, its data, and the student ----------------------------------------------
     pipe = pipelines.load(cfg.teacher, device, kind="ddpm")
-    diffusion = pipe.diffusion
+    diffusion, text, w_range = pipe.diffusion, pipe.tokenizer is not None, guidance_range(cfg.guidance_range)
     if diffusion.prediction == "eps":
         raise MinigenError(f"--teacher {cfg.teacher}: predicts ε; distil a v- or x0-prediction model "
                            "(train_ddpm.py --prediction v, the default)")
-    if pipe.latent is not None:
-        raise MinigenError(f"--teacher {cfg.teacher}: a latent diffusion model; distill.py distils pixel models only")
-    if pipe.tokenizer is not None:
-        raise MinigenError(f"--teacher {cfg.teacher}: a text-conditional model; distill.py distils class models only")
+    conditional = pipe.num_classes > 0 or text
+    if w_range is not None and not conditional:
+        raise MinigenError(f"--guidance-range: {cfg.teacher} is unconditional; there is no guidance to distil in")
+    guided = w_range is not None or pipe.guidance_distilled          # the student takes w as an input
     plan = rounds(cfg)
     if cfg.start_steps > diffusion.T:
         raise MinigenError(f"--start-steps {cfg.start_steps}: more than the teacher's T = {diffusion.T}")
     data = load_dataset(pipe.data["dataset"], "train", root=pipe.data["data_root"], size=pipe.data["image_size"],
                         channels=pipe.data["channels"], n=cfg.max_images, seed=cfg.seed)
-    conditional = pipe.num_classes > 0
-    say(f"teacher: {cfg.teacher} (step {pipe.step}, predicts {diffusion.prediction}); data: {pipe.data['dataset']}, "
-        f"{len(data)} images; rounds: {cfg.start_steps} -> " + " -> ".join(map(str, plan)) + " steps")
-    teacher = pipe.network.requires_grad_(False)                       # this round's teacher (EMA weights)
-    model = UNet(teacher.config).to(device)
-    model.load_state_dict(teacher.state_dict())                        # the student starts as its teacher
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    say(f"teacher: {cfg.teacher} (step {pipe.step}, predicts {diffusion.prediction}"
+        + (", latent" if pipe.latent is not None else "") + (", text" if text else "")
+        + f"); data: {pipe.data['dataset']}, {len(data)} images; rounds: {cfg.start_steps} -> "
+        + " -> ".join(map(str, plan)) + " steps"
+        + (f"; guidance distilled in, w ~ U[{w_range[0]:g}, {w_range[1]:g}]" if w_range else ""))
+    original = pipe.network.requires_grad_(False)                     # what the first round's teacher guides
+    teacher = student_of(original, guided).to(device).requires_grad_(False).eval()   # this round's teacher
+    model = student_of(original, guided).to(device)                  # the student starts as its teacher
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     K = cfg.steps_per_round
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - (step % K) / K)
     ema = EMA(model, max_decay=cfg.ema_decay, power=3 / 4)
@@ -133,14 +181,30 @@ def main(argv=None) -> int:
     cfg.steps = K * len(plan)                                          # the lifecycle's total
     extra = {"diffusion": dataclasses.asdict(diffusion.config), "classes": pipe.classes, "data": pipe.data,
              "teacher": cfg.teacher, "distilled_steps": plan[0]}
-    start = run_.attach(model, teacher.config, ema=ema, optimizer=optimizer, scheduler=scheduler,
+    if pipe.latent is not None:
+        extra["latent"] = pipe.latent.state()                          # the frozen autoencoder, carried along
+    if text:
+        extra.update(condition="text", tokenizer=pipe.tokenizer.state())
+    start = run_.attach(model, model.config, ema=ema, optimizer=optimizer, scheduler=scheduler,
                         others=others, extra=extra)
     extra["distilled_steps"] = plan[start // K] if start < cfg.steps else plan[-1]   # a resumed run's round
-    fixed_noise = torch.randn(4 * max(pipe.num_classes, 1), *pipe.image_shape,
-                              generator=torch.Generator().manual_seed(cfg.seed + 1)).to(device)
-    fixed_labels = torch.arange(len(fixed_noise), device=device) // 4 if conditional else None
 
-    # ---- training loop: Salimans & Ho Algorithm 2, one round after another ---------------------
+    # what the student learns from: clean images (or latents, each image encoded once) and their conditions
+    if pipe.latent is not None:
+        moments = latent_moments(pipe.latent, data, False, device)[0]     # (N, 2c, h, w)
+        clean = lambda index: pipe.latent.draw(*moments[index].to(device).chunk(2, dim=1))
+    else:
+        clean = lambda index: data.batch(index)[0].to(device)
+    if text:
+        condition = captions(data, pipe.tokenizer, cfg.seed, device)
+    else:
+        condition = lambda index, step: pipe.condition(data.labels[index]) if conditional else {}
+    rows = max(pipe.num_classes, 1) if not text else 4
+    fixed_noise = pipe.noise(4 * rows, torch.Generator().manual_seed(cfg.seed + 1)).to(device)
+    fixed_cond = (pipe.prompts(data.captions(torch.arange(4).repeat_interleave(4), 0)) if text else
+                  pipe.condition(torch.arange(len(fixed_noise), device=device) // 4) if conditional else {})
+
+    # ---- training loop: Salimans & Ho Algorithm 2 (or Song et al.'s), one round after another ------
     began = time.perf_counter()
     with run_:
         for step in run_.steps():
@@ -153,13 +217,23 @@ def main(argv=None) -> int:
                 optimizer.state.clear()
                 extra["distilled_steps"] = N
             model.train()
-            x0, y = data.batch(batch_indices(step, len(data), cfg.batch_size, cfg.seed))
-            x0, y = x0.to(device), y.to(device)
-            cond = model.drop_condition(cfg.cond_drop, y) if conditional else {}
+            index = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+            x0, cond = clean(index), condition(index, step)
+            cond = model.drop_condition(cfg.cond_drop, **cond) if conditional else {}
+            student, teaching, target_net = model, teacher, target.model if cfg.method == "consistency" else None
+            if guided:                                     # one w per image, given to every network as an input
+                lo, hi = w_range or (cfg.guidance, cfg.guidance)
+                w = lo + (hi - lo) * torch.rand(len(x0), device=device)                 # (B,)
+                student, target_net = GuidanceInput(model, w), target_net and GuidanceInput(target_net, w)
+                if r == 0 and not pipe.guidance_distilled:   # the original teacher: guided by two passes
+                    teaching = ClassifierFreeGuidance(GuidanceInput(teacher, w.repeat(2)), w.view(-1, 1, 1, 1))
+                else:                                        # a guidance-distilled student: one pass, w given
+                    teaching = GuidanceInput(teacher, w)
             if cfg.method == "progressive":
-                loss = progressive_loss(model, teacher, diffusion, x0, N, **cond)
+                loss = progressive_loss(student, teaching, diffusion, x0, N, pipe.clip_x0, **cond)
             else:
-                loss = consistency_loss(model, target.model, teacher, diffusion, x0, cfg.start_steps, **cond)
+                loss = consistency_loss(student, target_net, teaching, diffusion, x0, cfg.start_steps,
+                                        pipe.clip_x0, **cond)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -172,12 +246,12 @@ def main(argv=None) -> int:
             if run_.due(cfg.log_every):
                 run_.log(loss=loss.item(), lr=scheduler.get_last_lr()[0], student_steps=N)
             if (step + 1) % K == 0 and run_.main:          # the round's student, kept and pictured
-                kept = save_checkpoint(run_.out / f"steps_{N}.pt", kind="ddpm", config=teacher.config, model=model,
+                kept = save_checkpoint(run_.out / f"steps_{N}.pt", kind="ddpm", config=model.config, model=model,
                                        ema=ema, step=step + 1, extra={**extra, "train": dataclasses.asdict(cfg)})
-                student = pipelines.DiffusionPipeline(ema.model, diffusion, pipe.classes)
-                x = SamplerConfig("ddim", N).sample(student.denoiser(cfg.guidance), fixed_noise,
-                                                    cond=student.condition(fixed_labels), progress=False)
-                grid = save_grid(x, run_.out / f"samples_{N}.png", nrow=8)
+                student_pipe = dataclasses.replace(pipe, network=ema.model)
+                x = SamplerConfig("ddim", N, clip_x0=pipe.clip_x0).sample(student_pipe.denoiser(cfg.guidance),
+                                                                          fixed_noise, cond=fixed_cond, progress=False)
+                grid = save_grid(student_pipe.to_pixels(x), run_.out / f"samples_{N}.png", nrow=8 if not text else 4)
                 say(f"round {r + 1}/{len(plan)}: {N}-step student in {kept} and {grid} "
                     f"({time.perf_counter() - began:.0f} s so far in this invocation)")
             if run_.due(cfg.ckpt_every, last=False):

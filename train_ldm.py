@@ -42,10 +42,9 @@ from minigen.models import text as text_models
 from minigen.models.text_to_image import TextToImage, TextToImageConfig
 from minigen.models.unet import UNet, fit_grid, preset
 from minigen.pipelines import DiffusionPipeline
-from minigen.progress import progress_bar
 from minigen.tokenizer import Tokenizer
-from minigen.training.diffusion_run import (DiffusionTrainConfig, attention_sizes, check_settings, final_pictures,
-                                            forward_picture, preview_pictures)
+from minigen.training.diffusion_run import (DiffusionTrainConfig, attention_sizes, captions, check_settings,
+                                            final_pictures, forward_picture, latent_moments, preview_pictures)
 from minigen.training.ema import EMA
 from minigen.training.lifecycle import Run
 from minigen.training.lr import warmup_cosine
@@ -64,34 +63,7 @@ class TrainConfig(DiffusionTrainConfig):
     out: str = setting("runs/ldm", "output folder (the checkpoint goes to OUT/last.pt)", runtime=True)
 
 
-# ---- the data the U-Net sees: latents, and what it is told ---------------------------------------
-
-@torch.no_grad()
-def latent_moments(latent: LatentSpace, data, flip: bool, device, chunk: int = 500) -> torch.Tensor:
-    """μ and log σ² of q(z|x) for every training image, and for its mirror image with --flip:
-    (2 if flip else 1, N, 2c, h, w), kept in host memory. The autoencoder is frozen, so they never
-    change: encoding each image once, not at every step it is drawn, leaves the training steps
-    to the U-Net (1.4-1.5x the images per second on a CPU, docs/text_to_image.md)."""
-    views = [False, True] if flip else [False]
-    out = []
-    for mirrored in views:
-        parts = []
-        for i in progress_bar(range(0, len(data), chunk), desc="latents" + (" (mirrored)" if mirrored else ""),
-                              leave=False):
-            x = data.batch(torch.arange(i, min(i + chunk, len(data))))[0].to(device)
-            parts.append(torch.cat(latent.moments(x.flip(-1) if mirrored else x), dim=1).cpu())   # (b, 2c, h, w)
-        out.append(torch.cat(parts))
-    return torch.stack(out)
-
-
-def captions(data, tokenizer: Tokenizer, seed: int, device):
-    """condition(index, step) -> the tokens of each image's caption, in a phrasing drawn anew
-    (a pure function of the step, so a resumed run draws the same ones)."""
-    def condition(index, step):
-        words = data.captions(index, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
-        return dict(zip(("ids", "mask"), (v.to(device) for v in tokenizer.encode(words))))
-    return condition
-
+# ---- what the U-Net is told (the latents and captions: training/diffusion_run.py) -----------------
 
 def text_encoder(cfg, state, data, device):
     """The tokenizer and the text encoder's config: the resumed run's, CLIP's text tower's, or

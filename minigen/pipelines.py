@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig, SamplerConfig
+from .diffusion import ClassifierFreeGuidance, Denoiser, Diffusion, DiffusionConfig, GuidanceInput, SamplerConfig
 from .diffusion.guidance import sigma_interval_timesteps
 from .diffusion.editing import REPAINT_JUMP, REPAINT_RESAMPLE, ddim_invert, repaint_projection, repaint_timesteps, sdedit_start
 from .diffusion.latent import LatentSpace
@@ -113,6 +113,11 @@ class DiffusionPipeline(Pipeline):
         """x through the latent space and back, D(μ(x)): the best a latent model can draw x."""
         return self.to_pixels(self.to_latent(x))
 
+    @property
+    def guidance_distilled(self) -> bool:
+        """Whether the network takes the guidance scale w as an input (distill.py --guidance-range)."""
+        return getattr(getattr(self.network, "unet", self.network).config, "guidance_embedding", False)
+
     def condition(self, labels: torch.Tensor | None) -> dict:
         """The network's keyword arguments for these class labels ({} for an unconditional model)."""
         return {"y": labels.to(self.device)} if self.num_classes and labels is not None else {}
@@ -123,8 +128,18 @@ class DiffusionPipeline(Pipeline):
         classifier-free guidance at scale w when the model is conditional and w ≠ 1 or a
         negative condition is given; only where the noise level σ_t = √((1 − ᾱ_t)/ᾱ_t) lies in
         (σ_low, σ_high] when `sigma_interval` is given (Kynkäänniemi et al. 2024); rescaled by
-        φ = `rescale` (Lin et al. 2024)."""
+        φ = `rescale` (Lin et al. 2024). A guidance-distilled student takes w as an input instead
+        (one pass per step), and has no second pass to steer away from a negative condition."""
         network = self.network if network is None else network
+        if self.guidance_distilled:
+            if negative is not None:
+                raise MinigenError("this student has guidance distilled in (w is an input: one network pass per step), "
+                                   "so it has no unconditional pass for a negative prompt to replace; drop the "
+                                   "negative prompt, or sample its teacher")
+            if sigma_interval is not None or rescale:
+                raise MinigenError("guidance intervals and rescaling act on two passes; this guidance-distilled "
+                                   "student takes one, with w as an input")
+            return Denoiser(self.diffusion, GuidanceInput(network, guidance))
         if (self.num_classes or self.tokenizer is not None) and (guidance != 1.0 or negative is not None):
             interval = None if sigma_interval is None else sigma_interval_timesteps(self.diffusion, *sigma_interval)
             network = ClassifierFreeGuidance(network, guidance, negative, interval, rescale)

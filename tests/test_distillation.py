@@ -4,6 +4,7 @@ analytic teacher, and a tiny distill.py run that checkpoints, resumes bit-exactl
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from minigen.diffusion import Denoiser, Diffusion, SamplerConfig
@@ -193,3 +194,111 @@ def test_the_consistency_student_is_not_clipped_so_an_overshoot_is_pulled_back()
     loss.backward()
     assert math.isclose(loss.item(), 9.0, rel_tol=1e-9)
     assert math.isclose(c.grad.item(), 6.0, rel_tol=1e-9)
+
+
+def gaussian_model(alpha_bar: torch.Tensor, mu: float, s: float):
+    """The exact v-predictor for N(mu, s²) data (as tests/test_samplers_analytic.analytic_model)."""
+    def model(x_t, t):
+        ab = alpha_bar[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        D = ab * s**2 + 1 - ab
+        x0 = mu + ab.sqrt() * s**2 / D * (x_t - ab.sqrt() * mu)
+        eps = (1 - ab).sqrt() / D * (x_t - ab.sqrt() * mu)
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+    return model
+
+
+def test_an_exact_guidance_distilled_student_has_zero_loss_against_the_two_pass_teacher():
+    """Guidance distilled in (Meng et al. 2023): the teacher is a class model (y = 0: data N(1, 0.3²);
+    y = 1, the null label: N(−0.5, 0.8²)); distill.py's first-round teacher is two passes of
+    ClassifierFreeGuidance with one w per image, over a network that takes w. Its output must be
+    u + w_i·(c − u) for each image (computed here from the two Gaussians), and a student with
+    w as an input that predicts the guided target for each w has zero progressive loss."""
+    from minigen.diffusion import ClassifierFreeGuidance, GuidanceInput
+    d = Diffusion(make_betas("cosine", 1000), prediction="v")
+    c, u = gaussian_model(d.alpha_bar, 1.0, 0.3), gaussian_model(d.alpha_bar, -0.5, 0.8)
+
+    class Teacher:                       # a class model whose w-embedding is still zero: it ignores w
+        def __call__(self, x, t, y, w):
+            return torch.where((y == 0).view(-1, 1, 1, 1), c(x, t), u(x, t))
+
+        def null_condition(self, y):
+            return {"y": torch.ones_like(y)}
+
+    B = 6
+    w = torch.tensor([1.0, 1.5, 2.0, 3.0, 4.5, 6.0], dtype=torch.float64)
+    w4 = w.view(-1, 1, 1, 1)
+    y = torch.zeros(B, dtype=torch.long)
+    two_pass = ClassifierFreeGuidance(GuidanceInput(Teacher(), w.repeat(2)), w4)
+    x = torch.randn(B, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([999, 800, 500, 300, 100, 10])
+    assert torch.allclose(two_pass(x, t, y=y), u(x, t) + w4 * (c(x, t) - u(x, t)), atol=1e-12)
+
+    guided = lambda x, t: u(x, t) + w4 * (c(x, t) - u(x, t))          # the target, per image
+    exact = exact_student(guided, d, 2)
+    student = GuidanceInput(lambda x, t, y, w: exact(x, t), w)
+    x0 = 1.0 + 0.3 * torch.randn(B, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert progressive_loss(student, two_pass, d, x0, 2, clip=False, y=y).item() < 1e-18
+    wrong = GuidanceInput(lambda x, t, y, w: exact_student(c, d, 2)(x, t), w)   # the unguided student
+    assert progressive_loss(wrong, two_pass, d, x0, 2, clip=False, y=y).item() > 1e-4
+
+
+def test_a_student_with_the_guidance_input_starts_as_its_teacher_at_every_w():
+    """distill.student_of copies the teacher and adds a zero-initialised w-embedding: for any w the
+    student's output is the teacher's own (unguided) output, exactly; its text encoder is frozen."""
+    import distill
+    from minigen.models.text_to_image import TextToImage, TextToImageConfig
+    from minigen.models.text import preset as text_preset
+    from minigen.models.unet import preset
+    torch.manual_seed(0)
+    unet = preset("tiny", image_channels=2, image_size=(8, 8), context_dim=32, attention_resolutions=(4,))
+    teacher = TextToImage(TextToImageConfig(unet, text_preset("tiny", vocab_size=12, max_len=6, dim=32))).eval()
+    for p in teacher.parameters():                     # weights away from their zero initialisation
+        p.data.add_(0.05 * torch.randn_like(p))
+    student = distill.student_of(teacher, guided=True).eval()
+    assert student.config.unet.guidance_embedding and not any(p.requires_grad for p in student.text.parameters())
+    x, t = torch.randn(3, 2, 8, 8), torch.tensor([900, 400, 20])
+    ids = torch.tensor([[2, 5, 6, 0, 0, 0]] * 3)
+    with torch.no_grad():
+        want = teacher(x, t, ids, ids != 0)
+        for w in (1.0, 3.0, 7.5):
+            assert torch.equal(student(x, t, ids, ids != 0, w=torch.full((3,), w)), want)
+    with pytest.raises(ValueError, match="guidance scale w"):
+        student(x, t, ids, ids != 0)
+    with pytest.raises(ValueError, match="give no w"):
+        teacher(x, t, ids, ids != 0, w=torch.ones(3))
+
+
+def test_a_latent_text_model_distils_with_guidance_in_and_samples_in_one_pass(text_autoencoder, tmp_path, capsys):
+    """distill.py on a tiny latent text-to-image teacher with --guidance-range: the student carries
+    the autoencoder and the tokenizer, takes w, and sample.py draws from it in one step with one
+    network pass per step; a negative prompt is refused in one line."""
+    import distill
+    import sample
+    import train_ldm
+    from minigen import pipelines
+    args = ["--dataset", "captioned-shapes", "--condition", "text", "--autoencoder", text_autoencoder,
+            "--preset", "tiny", "--steps", "2", "--batch-size", "8", "--max-images", "32", "--sample-every", "0",
+            "--sample-steps", "2", "--warmup", "1", "--out", str(tmp_path / "t2i")]
+    assert train_ldm.run(train_ldm.main, args) == 0
+    assert distill.run(distill.main, ["--teacher", str(tmp_path / "t2i" / "last.pt"), "--guidance-range", "1,6",
+                                      "--start-steps", "2", "--steps-per-round", "2", "--batch-size", "4",
+                                      "--max-images", "16", "--out", str(tmp_path / "turbo")]) == 0
+    pipe = pipelines.load(tmp_path / "turbo" / "steps_1.pt")
+    assert pipe.guidance_distilled and pipe.latent is not None and pipe.tokenizer is not None
+    assert pipe.distilled_steps == 1
+    calls = []
+    pipe.network.register_forward_hook(lambda module, args, kwargs_out: calls.append(len(args[0])))
+    from minigen.diffusion import SamplerConfig
+    SamplerConfig("ddim", 1, clip_x0=False).sample(pipe.denoiser(4.0), pipe.noise(3),
+                                                    cond=pipe.prompts(["a small red circle in the centre on black"] * 3),
+                                                    progress=False)
+    assert calls == [3]                                                    # one pass of the batch, not two
+    capsys.readouterr()
+    ckpt = str(tmp_path / "turbo" / "steps_1.pt")
+    assert sample.run(sample.main, ["--ckpt", ckpt, "--prompt", "a large red circle in the centre on white", "-n", "2",
+                                    "--no-progress", "--out", str(tmp_path / "s.png")]) == 0
+    assert "ddim 1 steps" in capsys.readouterr().out
+    assert sample.run(sample.main, ["--ckpt", ckpt, "--prompt", "a large red circle in the centre on white",
+                                    "--negative-prompt", "red", "--no-progress", "--out", str(tmp_path / "n.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "guidance distilled in" in err

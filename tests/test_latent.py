@@ -100,15 +100,16 @@ def test_a_tiny_latent_model_resumes_bit_exactly_and_samples(autoencoder, tmp_pa
 
 
 def test_every_training_image_is_encoded_once_and_its_mirror_with_flip():
-    """train_ldm's cache of q(z|x): row i holds μ and log σ² of image i encoded on its own, and
+    """The cache of q(z|x) (train_ldm.py, distill.py): row i holds μ and log σ² of image i encoded on its own, and
     with --flip a second view holds those of the image mirrored by hand; a step's draw from the
     cache has the mean and variance of q(z|x) scaled by s."""
     from minigen.data import load_dataset
+    from minigen.training.diffusion_run import latent_moments
 
     torch.manual_seed(0)
     latent = LatentSpace(Autoencoder(preset("tiny")), scale=2.0)
     data = load_dataset("glyphs", "train", n=12)
-    moments = train_ldm.latent_moments(latent, data, flip=True, device="cpu", chunk=5)
+    moments = latent_moments(latent, data, flip=True, device="cpu", chunk=5)
     assert moments.shape == (2, len(data), 4, 14, 14)                     # tiny: c = 2, so 2c = 4 channels
     for i in (0, 7, len(data) - 1):
         x = data.batch(torch.tensor([i]))[0]

@@ -8,9 +8,10 @@
     distillation.py  progressive distillation's target and loss (a student halves the steps)
 """
 
-from .guidance import ClassifierFreeGuidance, ClassifierGuidance, Denoised, Denoiser, LossGuidance, Thresholding
+from .guidance import (ClassifierFreeGuidance, ClassifierGuidance, Denoised, Denoiser, GuidanceInput, LossGuidance,
+                       Thresholding)
 from .process import PREDICTIONS, SPACINGS, Diffusion, DiffusionConfig
 from .samplers import SAMPLERS, Frames, SamplerConfig, sample
 
 __all__ = ["ClassifierFreeGuidance", "ClassifierGuidance", "Denoised", "Denoiser", "Diffusion", "DiffusionConfig",
-           "Frames", "LossGuidance", "PREDICTIONS", "SAMPLERS", "SPACINGS", "SamplerConfig", "Thresholding", "sample"]
+           "Frames", "GuidanceInput", "LossGuidance", "PREDICTIONS", "SAMPLERS", "SPACINGS", "SamplerConfig", "Thresholding", "sample"]

@@ -17,6 +17,7 @@ and classifier-free guidance, which asks the network for its null condition, loo
 
     Denoiser(diffusion, network)           the network, whatever it predicts (ε, x_0 or v)
     ClassifierFreeGuidance(network, w)     wraps the *network*: its two passes mix raw outputs
+    GuidanceInput(network, w)              a guidance-distilled network: w is an input, one pass
     LossGuidance(denoiser, loss, s)        moves x_t down the gradient of a loss on x̂_0
     ClassifierGuidance(denoiser, clf, s, y)  shifts ε̂ by a noisy classifier's gradient
     Thresholding(denoiser, ...)            keeps x̂_0 in the data range
@@ -88,6 +89,22 @@ class ClassifierFreeGuidance:
             rescaled = guided * cond_out.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
             guided = self.rescale * rescaled + (1 - self.rescale) * guided
         return guided
+
+
+class GuidanceInput:
+    """A guidance-distilled network (Meng et al. 2023, §4.1, arXiv:2210.03142) at scale w: it
+    learnt the teacher's guided output ε̂(x_t, ∅) + w·(ε̂(x_t, c) − ε̂(x_t, ∅)) with w as an input,
+    so one pass gives what ClassifierFreeGuidance needs two for. `scale`: a number, or (B,) per image."""
+
+    def __init__(self, network, scale):
+        self.network, self.scale = network, scale
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        w = torch.as_tensor(self.scale, dtype=torch.float32, device=x_t.device).expand(len(x_t))   # (B,)
+        return self.network(x_t, t, w=w, **cond)
+
+    def null_condition(self, **cond) -> dict:
+        return self.network.null_condition(**cond)
 
 
 def sigma_interval_timesteps(diffusion: Diffusion, low: float, high: float) -> tuple[int, int]:

@@ -71,11 +71,13 @@ class TextToImage(nn.Module):
             nn.init.zeros_(self.pooled.weight)
             nn.init.zeros_(self.pooled.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                w: torch.Tensor | None = None) -> torch.Tensor:
+        """w (B,): the guidance scale, for a guidance-distilled U-Net (unet.py)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_text):
             tokens, pooled = self.text(ids, mask)                              # (B, L, D), (B, D)
         extra = self.pooled(pooled) if self.pooled is not None else None     # (B, 4·base)
-        return self.unet(x, t, context=tokens, context_mask=mask, extra_emb=extra)
+        return self.unet(x, t, context=tokens, context_mask=mask, extra_emb=extra, w=w)
 
     def train(self, mode: bool = True):
         super().train(mode)

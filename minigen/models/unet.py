@@ -10,6 +10,8 @@ Papers:
     Ho & Salimans 2022, Classifier-Free Guidance, arXiv:2207.12598 (the extra "null" label)
     Rombach et al. 2022, Latent Diffusion Models, arXiv:2112.10752, §3.3 (cross-attention to text
         tokens wherever there is self-attention; models/text_to_image.py supplies the tokens)
+    Meng et al. 2023, On Distillation of Guided Diffusion Models, arXiv:2210.03142, §4.1 (the
+        guidance scale w as an input, embedded like the timestep: one pass gives the guided output)
 
 Layout for the `cpu` preset on 28x28 digits (channels in brackets):
     x_t (1, 28, 28) -> conv [32] -> level 0: ResBlock [32] at 28x28        -> Downsample
@@ -20,7 +22,9 @@ Layout for the `cpu` preset on 28x28 digits (channels in brackets):
                        Upsample between levels -> GroupNorm, SiLU, conv -> output (1, 28, 28)
 The timestep (and the class label, when the model is conditional) becomes one embedding
 vector that every ResBlock turns into a per-channel scale and shift. With `context_dim` > 0,
-every attention site (and the middle) also cross-attends to a sequence of context tokens.
+every attention site (and the middle) also cross-attends to a sequence of context tokens. With
+`guidance_embedding`, the guidance scale w is embedded like t and added too (distill.py's
+guidance-distilled students; its last layer starts at zero, so a student begins as its teacher).
 
 Left out: BigGAN-style up/down-sampling residual blocks, learned variance output,
 and attention heads sized by channels per head rather than a head count.
@@ -48,6 +52,7 @@ class UNetConfig:
     num_classes: int = 0                    # 0: unconditional; else labels 0..K−1 and K = "null"
     groups: int = 8                         # GroupNorm groups (Wu & He 2018); 32 in Ho et al.
     context_dim: int = 0                    # width of context tokens (text) to cross-attend to; 0: none
+    guidance_embedding: bool = False        # takes the guidance scale w as an input (a guidance-distilled student)
 
 
 PRESETS = {
@@ -167,6 +172,11 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(c.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # One row per class plus the "null" label K used for classifier-free guidance.
         self.label_emb = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes > 0 else None
+        self.guidance_mlp = None
+        if c.guidance_embedding:                                   # w -> sinusoid -> MLP, as t; zero at first
+            self.guidance_mlp = nn.Sequential(nn.Linear(c.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            nn.init.zeros_(self.guidance_mlp[-1].weight)
+            nn.init.zeros_(self.guidance_mlp[-1].bias)
         self.stem = nn.Conv2d(c.image_channels, c.base_channels, 3, padding=1)
 
         def attention(ch: int, size: int) -> nn.Module:
@@ -216,10 +226,11 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
                 context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                extra_emb: torch.Tensor | None = None) -> torch.Tensor:
+                extra_emb: torch.Tensor | None = None, w: torch.Tensor | None = None) -> torch.Tensor:
         """x_t (B, C, H, W), t (B,); y (B,) class labels; context (B, M, context_dim) tokens with
         context_mask (B, M), True for real tokens (a text-conditional model); extra_emb (B, 4·base)
-        added to the time embedding (a pooled text vector)."""
+        added to the time embedding (a pooled text vector); w (B,) the guidance scale, for a
+        guidance-distilled network (required by one, refused by any other)."""
         c = self.config
         if c.context_dim and context is None:
             raise ValueError("this U-Net cross-attends to context tokens; give context (and context_mask)")
@@ -233,6 +244,11 @@ class UNet(nn.Module):
             emb = emb + self.label_emb(y)
         if extra_emb is not None:
             emb = emb + extra_emb
+        if (w is None) != (self.guidance_mlp is None):
+            raise ValueError("a guidance-distilled U-Net takes the guidance scale w" if w is None
+                             else "this U-Net was not trained with the guidance scale as an input; give no w")
+        if w is not None:                      # w ~ 1-10 spread over the sinusoid's range as t's 0-999 are
+            emb = emb + self.guidance_mlp(timestep_embedding(100 * w, c.base_channels))
         h = self.stem(x)
         hs = [h]
         for i, level in enumerate(self.down):

@@ -1,4 +1,5 @@
-"""What the two diffusion trainers share: their settings, and the pictures they draw.
+"""What the two diffusion trainers share: their settings, the data a latent or text model learns
+from (with distill.py), and the pictures they draw.
 
 train_ddpm.py (pixels; Ho et al. 2020) and train_ldm.py (an autoencoder's latents, with class
 labels or captions; Rombach et al. 2022) tell two stories with one set of settings: the U-Net,
@@ -15,11 +16,14 @@ import torch
 from ..cli import GUIDANCE, STEPS, at_least, between, non_negative, positive, setting
 from ..data import DataConfig
 from ..diffusion import PREDICTIONS, Frames, SamplerConfig
+from ..diffusion.latent import LatentSpace
 from ..diffusion.samplers import frame_caption
 from ..diffusion.schedules import NAMES as SCHEDULES
 from ..errors import MinigenError
 from ..images import save_grid, save_strip
 from ..models.unet import PRESETS
+from ..progress import progress_bar
+from ..tokenizer import Tokenizer
 from .lifecycle import RunConfig
 
 
@@ -76,6 +80,35 @@ def check_settings(cfg: DiffusionTrainConfig, device: torch.device) -> None:
         raise MinigenError(f"--sample-steps {cfg.sample_steps}: must be at most --T {cfg.T}")
     if cfg.cuda_graphs and (device.type != "cuda" or not cfg.compile):
         raise MinigenError("--cuda-graphs: replays compiled CUDA kernels; it needs --compile and a CUDA device")
+
+
+# ---- the data a latent or text model learns from (train_ldm.py, distill.py) ---------------------
+
+@torch.no_grad()
+def latent_moments(latent: LatentSpace, data, flip: bool, device, chunk: int = 500) -> torch.Tensor:
+    """μ and log σ² of q(z|x) for every training image, and for its mirror image with --flip:
+    (2 if flip else 1, N, 2c, h, w), kept in host memory. The autoencoder is frozen, so they never
+    change: encoding each image once, not at every step it is drawn, leaves the training steps
+    to the U-Net (1.4-1.5x the images per second on a CPU, docs/text_to_image.md)."""
+    views = [False, True] if flip else [False]
+    out = []
+    for mirrored in views:
+        parts = []
+        for i in progress_bar(range(0, len(data), chunk), desc="latents" + (" (mirrored)" if mirrored else ""),
+                              leave=False):
+            x = data.batch(torch.arange(i, min(i + chunk, len(data))))[0].to(device)
+            parts.append(torch.cat(latent.moments(x.flip(-1) if mirrored else x), dim=1).cpu())   # (b, 2c, h, w)
+        out.append(torch.cat(parts))
+    return torch.stack(out)
+
+
+def captions(data, tokenizer: Tokenizer, seed: int, device):
+    """condition(index, step) -> the tokens of each image's caption, in a phrasing drawn anew
+    (a pure function of the step, so a resumed run draws the same ones)."""
+    def condition(index, step):
+        words = data.captions(index, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+        return dict(zip(("ids", "mask"), (v.to(device) for v in tokenizer.encode(words))))
+    return condition
 
 
 def attention_sizes(flag: str, config) -> tuple[int, ...]:
