@@ -582,6 +582,66 @@ def test_the_page_says_at_once_when_the_studio_dies_mid_job(browser):
         server.server_close()
 
 
+def test_a_turbo_student_redraws_live_as_the_prompt_and_w_change(served, browser, tmp_path):
+    """A guidance-distilled student (distill.py --guidance-range): the page offers live mode and
+    no negative prompt; each word typed, and w moved, redraws (the seed kept), a burst of words
+    gives one picture of the whole prompt (the stale requests cancelled); the keystroke-to-picture
+    latency, median and 95th percentile, is printed (MINIGEN_STUDIO_TURBO=CKPT measures a real
+    student instead of the tiny one)."""
+    import distill
+    from selenium.webdriver.common.by import By
+    ckpt = os.environ.get("MINIGEN_STUDIO_TURBO")
+    if not ckpt:
+        _, _, out = served
+        assert distill.run(distill.main, ["--teacher", str(out / "text" / "last.pt"), "--guidance-range", "1,6",
+                                          "--start-steps", "2", "--steps-per-round", "1", "--batch-size", "4",
+                                          "--max-images", "8", "--out", str(tmp_path / "turbo")]) == 0
+        ckpt = tmp_path / "turbo" / "steps_1.pt"
+    server, url = start(Studio([ckpt]))
+    try:
+        browser.set_window_size(1400, 1060)
+        browser.get(url + "/")
+        wait(browser, lambda b: b.find_element(By.ID, "model").get_attribute("value") == "0")
+        assert browser.find_element(By.ID, "live-row").is_displayed()
+        assert not browser.find_element(By.ID, "negative-row").is_displayed()   # one pass: no negative prompt
+        assert browser.find_element(By.ID, "steps").get_attribute("value") == "1"
+        seed = browser.find_element(By.ID, "seed").get_attribute("value")
+        prompt = browser.find_element(By.ID, "prompt")
+        pictures = lambda: browser.execute_script("return window.liveLatencies.length")
+        words_ = "a large red circle in the centre on black".split()
+        for i, word in enumerate(words_ * 2):                            # a word at a time, each drawn
+            if i == len(words_):
+                prompt.clear()
+            before = pictures()
+            prompt.send_keys(("" if i % len(words_) == 0 else " ") + word)
+            wait(browser, lambda b: pictures() > before, 30)
+            assert text_of(browser, "settings").count('"') == 2          # the prompt drawn is the one typed
+            assert f'"{" ".join(words_[:i % len(words_) + 1])}"' in text_of(browser, "settings")
+        for w in ("5", "1.5"):                                           # moving w redraws too
+            before = pictures()
+            browser.execute_script(f"const g = document.getElementById('guidance'); g.value = '{w}';"
+                                   "g.dispatchEvent(new Event('input'));")
+            wait(browser, lambda b: pictures() > before, 30)
+            assert f"w {w}" in text_of(browser, "settings")
+        assert browser.find_element(By.ID, "seed").get_attribute("value") == seed   # live keeps the seed
+        assert not browser.find_elements(By.CSS_SELECTOR, "#history-list li")       # and stays out of the history
+        latencies = sorted(browser.execute_script("return window.liveLatencies"))
+        burst_before = pictures()
+        prompt.clear()
+        prompt.send_keys("a small blue square at the top left on white")   # typed at once: one picture
+        wait(browser, lambda b: '"a small blue square at the top left on white"' in text_of(b, "settings"), 30)
+        time.sleep(0.5)
+        assert pictures() - burst_before <= 2
+        median, p95 = latencies[len(latencies) // 2], latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+        print(f"\nlive studio ({Path(ckpt).parent.name}/{Path(ckpt).name}, 4 images, 1 step): keystroke to picture "
+              f"median {median:.0f} ms, 95th percentile {p95:.0f} ms over {len(latencies)} pictures")
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_the_command_line_refuses_what_it_cannot_serve(tmp_path, capsys):
     from minigen.cli import run
     from minigen.studio.__main__ import main

@@ -106,7 +106,8 @@ class Served:
                 "step": p.step, "image_shape": [C, H, W], "T": p.diffusion.T,
                 "condition": "text" if text else "class" if p.num_classes else "none",
                 "classes": list(p.classes) if p.num_classes else [], "latent": p.latent is not None,
-                "distilled_steps": p.distilled_steps, "dataset": p.data.get("dataset"),
+                "distilled_steps": p.distilled_steps, "guidance_distilled": p.guidance_distilled,
+                "dataset": p.data.get("dataset"),
                 "vocabulary": p.tokenizer.vocab[len(SPECIALS):] if text else [],
                 "max_words": p.tokenizer.max_len - 1 if text else None}
 

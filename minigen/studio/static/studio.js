@@ -3,7 +3,8 @@
 // queued -> started -> plan -> frame, frame, ... -> done (or error). Cancelling closes the
 // connection, which stops the job on the server at its next frame. Every result comes with its
 // settings and the sample.py / edit.py command that makes it again; the session's results are
-// kept in a history whose entries bring their settings back.
+// kept in a history whose entries bring their settings back. A guidance-distilled student
+// (distill.py --guidance-range) redraws live as the prompt or w changes.
 
 const $ = (id) => document.getElementById(id);
 const SEED_MAX = 4294967295;        // the largest seed sample.py takes (cli.SEED)
@@ -16,6 +17,10 @@ const prepared = document.createElement("canvas");  // the image to edit at the 
 const mask = document.createElement("canvas");      // the mask at that size: white = regenerate, only 0 or 255
 const undoStack = [];               // earlier masks, for undo
 const results = [];                 // this session's results, newest last
+const LIVE_WAIT_MS = 60;            // live mode: draw once the typing pauses this long (debounce)
+let liveTimer = null;               // the pending live request
+let liveChanged = 0;                // when the prompt or w last changed (performance.now())
+window.liveLatencies = [];          // ms from the last change to its picture on the page, one per live result
 
 const escape = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -35,7 +40,9 @@ function chooseModel() {
     (m.latent ? ", latent diffusion" : "") + (m.dataset ? `, trained on ${m.dataset}` : "") +
     (m.distilled_steps ? `, a student distilled to ${m.distilled_steps} steps` : "");
   $("class-row").hidden = m.condition !== "class";
-  $("prompt-row").hidden = $("negative-row").hidden = m.condition !== "text";
+  $("prompt-row").hidden = m.condition !== "text";
+  $("negative-row").hidden = m.condition !== "text" || m.guidance_distilled;   // one pass: nothing to steer from
+  $("live-row").hidden = !m.guidance_distilled;
   $("label").innerHTML = m.classes.map((c, i) => `<option value="${i}">${i}: ${escape(c)}</option>`).join("");
   $("words").textContent = `${m.vocabulary.length} words, at most ${m.max_words} in a prompt: ${m.vocabulary.join(" ")}`;
   $("examples").innerHTML = "";
@@ -55,7 +62,7 @@ async function showExamples(m) {
   if (!examples.length) return;
   $("examples").innerHTML = "try: " + examples.map((e) => `<button class="example">${escape(e)}</button>`).join(" ");
   for (const button of $("examples").querySelectorAll("button"))
-    button.addEventListener("click", () => { $("prompt").value = button.textContent; });
+    button.addEventListener("click", () => { $("prompt").value = button.textContent; liveChange(); });
 }
 
 // The controls a sampler has: η is DDIM's only; each sampler's own number of steps.
@@ -95,22 +102,27 @@ function clearResult() {
   $("progress").value = 0;
 }
 
-async function run(mode) {
-  if (running) return;
-  if (!$("keep-seed").checked)                         // a new seed each click; image i gets seed + i
+// A job: from a click (a new seed unless kept), or live (the seed kept, the last picture shown
+// until the new one arrives, a stale live job cancelled by the next).
+async function run(mode, live = false) {
+  if (running && !live) return;
+  if (running) running.abort();                        // live: the new request cancels the stale one
+  if (!live && !$("keep-seed").checked)                // a new seed each click; image i gets seed + i
     $("seed").value = Math.floor(Math.random() * (SEED_MAX - Number($("n").value) + 2));
-  clearResult();
+  if (!live) clearResult();
   target = mode === "generate" ? "status" : "edit-status";
   if (mode !== "generate" && !source) { say("choose an image to edit first", true); return; }
-  running = new AbortController();
+  const mine = new AbortController();
+  running = mine;
   $("cancel").disabled = false;
-  $("generate").disabled = $("run-edit").disabled = true;
+  $("generate").disabled = $("run-edit").disabled = !live;
   const body = request(mode);
-  const job = {body, model: model(), sent: performance.now(), started: null, firstFrame: null, note: ""};
-  say("sending...");
+  const job = {body, model: model(), sent: live ? liveChanged : performance.now(), started: null, firstFrame: null,
+               note: "", live};
+  if (!live) say("sending...");
   try {
     const answer = await fetch("/api/run", {method: "POST", headers: {"Content-Type": "application/json"},
-                                            body: JSON.stringify(body), signal: running.signal});
+                                            body: JSON.stringify(body), signal: mine.signal});
     if (!answer.ok) {
       const text = await answer.text();
       let message = text;
@@ -121,13 +133,24 @@ async function run(mode) {
     const ended = await readStream(answer.body.getReader(), (event) => show(event, job));
     if (!ended) say("the studio stopped answering before the result (the connection closed): is it still running?", true);
   } catch (e) {
-    if (e.name === "AbortError") say("cancelled");
+    if (e.name === "AbortError") { if (!live) say("cancelled"); }
     else say(`lost the studio mid-job (${e.message}): is it still running?`, true);
   } finally {
-    running = null;
-    $("cancel").disabled = true;
-    $("generate").disabled = $("run-edit").disabled = false;
+    if (running === mine) {                            // not already replaced by a newer live job
+      running = null;
+      $("cancel").disabled = true;
+      $("generate").disabled = $("run-edit").disabled = false;
+    }
   }
+}
+
+// ---- live: a guidance-distilled student redraws as the prompt or w changes ---------------------
+function liveChange() {
+  const m = model();
+  if (!m || !m.guidance_distilled || !$("live").checked || m.condition !== "text" || !$("prompt").value.trim()) return;
+  liveChanged = performance.now();
+  clearTimeout(liveTimer);
+  liveTimer = setTimeout(() => run("generate", true), LIVE_WAIT_MS);
 }
 
 // Reads the stream to its end; true when it ended with a last word (done or error), false when
@@ -151,6 +174,7 @@ function show(event, job) {
   else if (event.event === "started") { job.started = performance.now(); say("running..."); }
   else if (event.event === "plan") { job.note = event.note; say(event.note || "running..."); }
   else if (event.event === "frame") {
+    if (job.live) return;                              // live: only the result is drawn
     if (job.firstFrame === null) job.firstFrame = (performance.now() - job.sent) / 1000;
     if (event.x_t) $("frame-xt").src = event.x_t;
     if (event.x0) $("frame-x0").src = event.x0;
@@ -161,7 +185,14 @@ function show(event, job) {
     say(`${event.stage === "inverting" ? "inverting: " : ""}step ${event.i} of ${event.of}, t = ${event.t}, ` +
         `about ${left < 10 ? left.toFixed(1) : Math.round(left)} s left` + (job.note ? ` (${job.note})` : ""));
   } else if (event.event === "error") say(event.message, true);
-  else if (event.event === "done") {
+  else if (event.event === "done" && job.live) {       // shown at once, kept out of the history
+    const entry = {body: job.body, model: job.model, result: event, timings: {}};
+    showResult(entry);
+    const ms = performance.now() - job.sent;
+    window.liveLatencies.push(ms);
+    say(`live: drawn ${Math.round(ms)} ms after the last change (the network: ${(event.seconds * 1000).toFixed(0)} ms; ` +
+        "generate keeps a result in the history)");
+  } else if (event.event === "done") {
     $("progress").value = $("progress").max;
     // seconds from the click: to the first picture of the reverse process, and to the result on the page
     const timings = {first_frame_s: job.firstFrame, result_s: (performance.now() - job.sent) / 1000};
@@ -371,7 +402,8 @@ window.addEventListener("mouseup", () => { last = null; });
 // ---- wiring -----------------------------------------------------------------------------------
 $("model").addEventListener("change", chooseModel);
 $("sampler").addEventListener("change", () => followSampler());
-$("guidance").addEventListener("input", () => { $("guidance-value").textContent = $("guidance").value; });
+$("guidance").addEventListener("input", () => { $("guidance-value").textContent = $("guidance").value; liveChange(); });
+$("prompt").addEventListener("input", liveChange);
 $("generate").addEventListener("click", () => run("generate"));
 $("run-edit").addEventListener("click", () => run($("mode").value));
 $("cancel").addEventListener("click", () => { if (running) running.abort(); });
