@@ -26,7 +26,8 @@ from ..errors import DataError
 from ..images import to_uint8  # noqa: F401  (the inverse of to_float, kept beside it for readers)
 from . import readers
 from .download import download
-from .registry import DOWNLOADABLE, NAMES, REGISTRY, Captioning, class_captioning, folder_path
+from .captioning import Captioning, class_captioning
+from .registry import DOWNLOADABLE, NAMES, REGISTRY, folder_path
 
 
 def cache_dir() -> Path:

@@ -41,6 +41,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import DataError
+from .captioning import Captioning
 
 FONT_FILE = "NotoColorEmoji.ttf"
 LIST_FILE = "emoji-test.txt"
@@ -195,7 +196,6 @@ class Catalogue:
 
     def captioning(self):
         """What the captions name (the group, then the emoji) and how they are phrased."""
-        from .registry import Captioning                              # registry imports this module
         emoji, held = self.emoji, self.held_out
         every = torch.from_numpy(self.labels())
         return Captioning({"group": self.groups, "emoji": [e.name for e in emoji]},

@@ -11,22 +11,21 @@ it can be downloaded from. A new source (a system folder, another data set) is o
     fashion   IDX files                         10 clothing classes  Xiao et al. 2017's files
     cifar10   CIFAR python batches              10 object classes    Krizhevsky 2009's archive
 A folder of the user's images is `folder:PATH` (readers.read_folder): its classes are its subfolders.
-Every set has captions (`captions`): captioned-shapes names five attributes per image; the others
-name the class ("a picture of a sneaker", "the digit 7").
+Every set has captions (captioning.py): captioned-shapes names five attributes per image, emoji
+each emoji; the others name the class ("a picture of a sneaker", "the digit 7").
 Real data is looked for in the data root (ROOT/name), then where an operating-system package puts
 it (Fashion-MNIST: Debian's dataset-fashion-mnist, /usr/share/datasets/fashion-mnist; Debian has
 no MNIST or CIFAR-10 package).
 """
 
-import itertools
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import torch
 
 from . import captioned, emoji, glyphs, readers, shapes
+from .captioning import Captioning, class_captioning
 
 FOLDER = "folder:"
 
@@ -65,35 +64,6 @@ FASHION_CONTENTS = {
     "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
-
-
-@dataclass(frozen=True)
-class Captioning:
-    """What the words of a data set's captions name, and how they are made.
-    facts: an image's attribute indices (A,), in the order of `attributes`; for a labelled set, (label,)."""
-    attributes: dict[str, list[str]]                 # name -> its values' words; the class comes first
-    describe: Callable                               # (facts (N, A), phrasing) -> N captions
-    held_out: Callable | None = None                 # facts (N, A) -> (N,) bool: never in the training split
-    combinations: Callable | None = None             # () -> facts (M, A) of every thing there is, where
-                                                     # not every combination of values is one (emoji)
-
-    def every_combination(self, phrasing: int = 0) -> tuple[list[str], torch.Tensor]:
-        """A caption of every combination of attribute values, and those values (M, A): the
-        candidates a zero-shot reading of an image picks from."""
-        if self.combinations is not None:
-            facts = self.combinations()
-        else:
-            sizes = [len(values) for values in self.attributes.values()]
-            facts = torch.tensor(list(itertools.product(*[range(k) for k in sizes])))  # (M, A)
-        return self.describe(facts, phrasing), facts
-
-
-def class_captioning(classes: list[str], template: str = "a picture of a {}") -> Captioning:
-    """Captions that name an image's class, in three phrasings: "a picture of a sneaker", "a sneaker",
-    "sneaker" (lower case; `template` for the first, e.g. "the digit {}")."""
-    phrasings = [template, "a {}", "{}"]
-    return Captioning({"class": list(classes)},
-                      lambda facts, phrasing=0: [phrasings[phrasing % 3].format(classes[int(f[0])].lower()) for f in facts])
 
 
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
