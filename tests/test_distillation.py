@@ -268,19 +268,14 @@ def test_a_student_with_the_guidance_input_starts_as_its_teacher_at_every_w():
         teacher(x, t, ids, ids != 0, w=torch.ones(3))
 
 
-def test_a_latent_text_model_distils_with_guidance_in_and_samples_in_one_pass(text_autoencoder, tmp_path, capsys):
+def test_a_latent_text_model_distils_with_guidance_in_and_samples_in_one_pass(text_model, tmp_path, capsys):
     """distill.py on a tiny latent text-to-image teacher with --guidance-range: the student carries
     the autoencoder and the tokenizer, takes w, and sample.py draws from it in one step with one
     network pass per step; a negative prompt is refused in one line."""
     import distill
     import sample
-    import train_ldm
     from minigen import pipelines
-    args = ["--dataset", "captioned-shapes", "--condition", "text", "--autoencoder", text_autoencoder,
-            "--preset", "tiny", "--steps", "2", "--batch-size", "8", "--max-images", "32", "--sample-every", "0",
-            "--sample-steps", "2", "--warmup", "1", "--out", str(tmp_path / "t2i")]
-    assert train_ldm.run(train_ldm.main, args) == 0
-    assert distill.run(distill.main, ["--teacher", str(tmp_path / "t2i" / "last.pt"), "--guidance-range", "1,6",
+    assert distill.run(distill.main, ["--teacher", str(text_model), "--guidance-range", "1,6",
                                       "--start-steps", "2", "--steps-per-round", "2", "--batch-size", "4",
                                       "--max-images", "16", "--out", str(tmp_path / "turbo")]) == 0
     pipe = pipelines.load(tmp_path / "turbo" / "steps_1.pt")

@@ -150,6 +150,11 @@ function liveChange() {
   if (!m || !m.guidance_distilled || !$("live").checked || m.condition !== "text" || !$("prompt").value.trim()) return;
   liveChanged = performance.now();
   clearTimeout(liveTimer);
+  // a word being typed is not yet one the model knows: wait for it rather than ask (the server
+  // would refuse it); the same split as the tokenizer's, runs of letters and digits, lower-cased
+  const typed = $("prompt").value.normalize("NFKC").toLowerCase().match(/[\p{L}\p{N}]+/gu) || [];
+  const unknown = typed.filter((w) => !m.vocabulary.includes(w));
+  if (unknown.length) { say(`live: waiting for words this model knows (not: ${unknown.join(", ")})`); return; }
   liveTimer = setTimeout(() => run("generate", true), LIVE_WAIT_MS);
 }
 
