@@ -173,3 +173,23 @@ def test_the_real_list_and_font():
     ink = (red < 200).any(0)
     assert ink[8:24, 8:24].mean() > 0.5 and (red[0][ink] > red[1][ink] + 40).mean() > 0.5   # mostly red ink
     assert 0 < cat.held_out.sum() < len(cat.emoji) // 10
+
+
+def test_the_identity_judge_reads_tone_by_colour_and_finds_the_nearest_picture():
+    """The skin-tone reader on flat pictures of each reference colour (and of white: no tone), a
+    picture with too few skin pixels reads no tone; the nearest-picture reader finds each of a set
+    of distinct pictures as its own nearest, and a picture nudged towards another finds that one."""
+    from minigen.evaluation.identity import TONE_MIN, nearest, read_tone
+    colours = torch.tensor([[0.98, 0.87, 0.74], [0.88, 0.73, 0.58], [0.73, 0.55, 0.41], [0.65, 0.42, 0.26],
+                            [0.44, 0.33, 0.29], [1.0, 0.79, 0.16]])
+    flat = lambda rgb: (torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 8, 8) * 2 - 1)
+    pictures = torch.cat([flat(c.tolist()) for c in colours] + [flat([1.0, 1.0, 1.0])])
+    assert read_tone(pictures, colours) == TONES + ["", ""]
+    speck = flat([1.0, 1.0, 1.0]).clone()
+    speck[0, :, 0, 0] = colours[4] * 2 - 1                               # one pixel of 64: under TONE_MIN
+    assert 1 / 64 < TONE_MIN and read_tone(speck, colours) == [""]
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(10, 3, 32, 32, generator=g) * 2 - 1
+    assert nearest(real, real, k=1)[:, 0].tolist() == list(range(10))
+    nudged = 0.2 * real[:1] + 0.8 * real[7:8]
+    assert nearest(nudged, real, k=2)[0].tolist() == [7, 0]
