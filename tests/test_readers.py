@@ -157,7 +157,7 @@ def test_folder_errors_missing_empty_and_all_corrupt(tmp_path):
 
 
 def test_unknown_dataset_name_lists_the_choices():
-    with pytest.raises(DataError, match="glyphs, shapes, captioned-shapes, captioned-shapes-all, shapes64, mnist"):
+    with pytest.raises(DataError, match="glyphs, shapes, captioned-shapes, captioned-shapes-all, emoji, shapes64, mnist"):
         load_dataset("imagenet")
 
 
