@@ -18,6 +18,7 @@ word outside the vocabulary is always named whole, never quietly cut or lost. Ea
 vector, as the ViT's class token), is truncated to `max_len` tokens and padded with [PAD].
 """
 
+import difflib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ import torch
 from .errors import MinigenError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]"]
+LISTED = 100                         # a vocabulary up to this size is listed whole in an unknown-word message
 PAD, UNK, CLS = 0, 1, 2
 
 
@@ -62,8 +64,14 @@ class Tokenizer:
         this vocabulary never saw: a model knows nothing of them, so a prompt with one is not guessed at."""
         unknown = list(dict.fromkeys(w for text in texts for w in self.unknown(text)))
         if unknown:
-            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in {what}: {', '.join(map(repr, unknown))}; "
-                               f"this model knows: {' '.join(self.vocab[len(SPECIALS):])}")
+            known = self.vocab[len(SPECIALS):]
+            if len(known) <= LISTED:
+                hint = f"this model knows: {' '.join(known)}"
+            else:                                 # too many to list (emoji's 1,722): the nearest spellings
+                close = difflib.get_close_matches(unknown[0], known, n=5, cutoff=0.5)
+                hint = (f"this model knows {len(known):,} words" +
+                        (f"; the closest to {unknown[0]!r}: {', '.join(close)}" if close else ""))
+            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in {what}: {', '.join(map(repr, unknown))}; {hint}")
         for text in texts:                                   # a cut prompt means something else: refuse it
             cut = words(text)[self.max_len - 1:]
             if cut:

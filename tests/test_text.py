@@ -196,3 +196,24 @@ def test_a_prompt_longer_than_the_model_reads_is_refused_naming_what_would_be_cu
     with pytest.raises(MinigenError, match="the prompt has 5 words; this model reads at most 3, so 2 would be "
                                            "dropped \\(red circle\\)"):
         tok.encode_known(["a red circle red circle"])
+
+
+def test_an_unknown_word_in_a_large_vocabulary_names_the_closest_known_ones():
+    """Past LISTED words the message does not list them all: it counts them and names the
+    closest spellings (difflib's ratio), e.g. 'aple' -> 'apple', 'maple'."""
+    import pytest
+    from minigen.errors import MinigenError
+    from minigen.tokenizer import LISTED, Tokenizer
+    words_ = ["apple", "maple", "grape"] + [f"w{i}" for i in range(LISTED)]
+    tok = Tokenizer.learn([" ".join(words_)])
+    with pytest.raises(MinigenError) as e:
+        tok.encode_known(["a red aple"])
+    message = str(e.value)
+    assert "'a', 'red', 'aple'" in message and f"this model knows {len(words_):,} words" in message
+    small = Tokenizer.learn(["a red apple"])
+    with pytest.raises(MinigenError, match="this model knows: a apple red"):
+        small.encode_known(["a red aple"])
+    with pytest.raises(MinigenError) as e:
+        Tokenizer.learn([" ".join(["a", "red"] + words_)]).encode_known(["a red aple"])
+    closest = str(e.value).split("the closest to 'aple': ")[1].split(", ")
+    assert set(closest[:2]) == {"apple", "maple"} and not any(w.startswith("w") for w in closest)
