@@ -137,6 +137,43 @@ def student_of(network, guided: bool):
     return student
 
 
+def lessons(pipe, data, seed: int, device):
+    """What the student learns from: clean(index) -> the images (or, for a latent teacher, their
+    latents, each image encoded once, drawn afresh from q(z|x)), and condition(index, step) -> the
+    network's keyword arguments (captions in a phrasing drawn per step, class labels, or none)."""
+    if pipe.latent is not None:
+        moments = latent_moments(pipe.latent, data, False, device)[0]     # (N, 2c, h, w)
+        clean = lambda index: pipe.latent.draw(*moments[index].to(device).chunk(2, dim=1))
+    else:
+        clean = lambda index: data.batch(index)[0].to(device)
+    if pipe.tokenizer is not None:
+        return clean, captions(data, pipe.tokenizer, seed, device)
+    return clean, lambda index, step: pipe.condition(data.labels[index]) if pipe.num_classes else {}
+
+
+def preview_inputs(pipe, data, seed: int, device) -> tuple[torch.Tensor, dict]:
+    """Fixed noise and conditions for each round's picture: 4 images per class, or 4 per prompt of
+    the first 4 training captions."""
+    text = pipe.tokenizer is not None
+    rows = 4 if text else max(pipe.num_classes, 1)
+    noise = pipe.noise(4 * rows, torch.Generator().manual_seed(seed + 1)).to(device)
+    if text:
+        return noise, pipe.prompts(data.captions(torch.arange(4).repeat_interleave(4), 0))
+    return noise, pipe.condition(torch.arange(len(noise), device=device) // 4) if pipe.num_classes else {}
+
+
+def at_scale(w: torch.Tensor, model, teacher, target_net, two_pass_teacher: bool):
+    """The student, its teacher and the target network at guidance scale w (B,), one per image:
+    each takes w as an input (GuidanceInput); the original teacher of the first round is guided
+    by its two passes instead, ε̂_∅ + w·(ε̂_c − ε̂_∅) (Meng et al. 2023, §4.1; its w-embedding is
+    still zero, so the w it is given changes nothing)."""
+    if two_pass_teacher:
+        teaching = ClassifierFreeGuidance(GuidanceInput(teacher, w.repeat(2)), w.view(-1, 1, 1, 1))   # (B, 1, 1, 1)
+    else:
+        teaching = GuidanceInput(teacher, w)
+    return GuidanceInput(model, w), teaching, target_net and GuidanceInput(target_net, w)
+
+
 def main(argv=None) -> int:
     run_ = Run.from_command_line(DistillConfig, "ddpm", argv, description=__doc__)
     cfg, device, say = run_.cfg, run_.device, run_.say
@@ -189,20 +226,8 @@ def main(argv=None) -> int:
                         others=others, extra=extra)
     extra["distilled_steps"] = plan[start // K] if start < cfg.steps else plan[-1]   # a resumed run's round
 
-    # what the student learns from: clean images (or latents, each image encoded once) and their conditions
-    if pipe.latent is not None:
-        moments = latent_moments(pipe.latent, data, False, device)[0]     # (N, 2c, h, w)
-        clean = lambda index: pipe.latent.draw(*moments[index].to(device).chunk(2, dim=1))
-    else:
-        clean = lambda index: data.batch(index)[0].to(device)
-    if text:
-        condition = captions(data, pipe.tokenizer, cfg.seed, device)
-    else:
-        condition = lambda index, step: pipe.condition(data.labels[index]) if conditional else {}
-    rows = max(pipe.num_classes, 1) if not text else 4
-    fixed_noise = pipe.noise(4 * rows, torch.Generator().manual_seed(cfg.seed + 1)).to(device)
-    fixed_cond = (pipe.prompts(data.captions(torch.arange(4).repeat_interleave(4), 0)) if text else
-                  pipe.condition(torch.arange(len(fixed_noise), device=device) // 4) if conditional else {})
+    clean, condition = lessons(pipe, data, cfg.seed, device)
+    fixed_noise, fixed_cond = preview_inputs(pipe, data, cfg.seed, device)
 
     # ---- training loop: Salimans & Ho Algorithm 2 (or Song et al.'s), one round after another ------
     began = time.perf_counter()
@@ -224,11 +249,8 @@ def main(argv=None) -> int:
             if guided:                                     # one w per image, given to every network as an input
                 lo, hi = w_range or (cfg.guidance, cfg.guidance)
                 w = lo + (hi - lo) * torch.rand(len(x0), device=device)                 # (B,)
-                student, target_net = GuidanceInput(model, w), target_net and GuidanceInput(target_net, w)
-                if r == 0 and not pipe.guidance_distilled:   # the original teacher: guided by two passes
-                    teaching = ClassifierFreeGuidance(GuidanceInput(teacher, w.repeat(2)), w.view(-1, 1, 1, 1))
-                else:                                        # a guidance-distilled student: one pass, w given
-                    teaching = GuidanceInput(teacher, w)
+                student, teaching, target_net = at_scale(w, model, teacher, target_net,
+                                                         two_pass_teacher=r == 0 and not pipe.guidance_distilled)
             if cfg.method == "progressive":
                 loss = progressive_loss(student, teaching, diffusion, x0, N, pipe.clip_x0, **cond)
             else:

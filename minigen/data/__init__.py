@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..cli import at_least, between, setting
 from ..errors import DataError
+from ..progress import progress_bar
 from ..images import to_uint8  # noqa: F401  (the inverse of to_float, kept beside it for readers)
 from . import readers
 from .download import download
@@ -293,7 +293,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
             raise DataError(f"{name} is drawn at 8 to 128 pixels, not {side}")
         images, labels = _cached(cache_dir() / f"{name}-{catalogue.key}-{side}px.npz",
                                  lambda: (catalogue.draw(side, progress=functools.partial(
-                                     tqdm, desc=f"drawing {name}", leave=False)), catalogue.labels()))
+                                     progress_bar, desc=f"drawing {name}", leave=False)), catalogue.labels()))
         keep = catalogue.split(split)[:n]
         images, labels = images[keep], labels[keep]
         captioning, classes = catalogue.captioning(), catalogue.groups

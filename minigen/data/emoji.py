@@ -63,9 +63,9 @@ class Emoji:
         """"man: medium skin tone, beard" -> ("man", ["beard"], ["medium"]): the base name, the
         qualifiers that are not skin tones, and the skin tones."""
         base, _, rest = self.name.partition(": ")
-        qualifiers = [q for q in rest.split(", ") if q] if rest else []
-        tones = [q[: -len(" skin tone")] for q in qualifiers if q.endswith(" skin tone") and q[: -len(" skin tone")] in TONES]
-        return base, [q for q in qualifiers if not (q.endswith(" skin tone") and q[: -len(" skin tone")] in TONES)], tones
+        qualifiers = [q for q in rest.split(", ") if q]
+        tone_of = {f"{t} skin tone": t for t in TONES}
+        return base, [q for q in qualifiers if q not in tone_of], [tone_of[q] for q in qualifiers if q in tone_of]
 
     @property
     def role(self) -> str:
