@@ -3,6 +3,7 @@
     python train_clip.py --contrast shape --patch-size 8 --steps 5000   # built-in captioned shapes: 8 min
                                                           # on 2 CPU cores, 99% of seen shapes read
     python train_clip.py --dataset fashion --out runs/clip-fashion     # captions that name the class
+    python train_clip.py --dataset emoji --steps 3000 --out runs/clip-emoji   # every emoji by its name
     python train_clip.py --resume                         # continue runs/clip/last.pt to --steps
 
 Each step takes a batch of images and their captions (each caption in a phrasing drawn at
@@ -17,7 +18,9 @@ At the end it reports, on the test split:
     zero-shot accuracy per attribute: each image scored against a caption of every combination
         of attribute values, each attribute read off by the most probable value (metrics.py),
         on combinations seen in training and on the held-out ones (captioned-shapes)
-    retrieval recall@1 and @5, image -> text and text -> image, over 1,000 test pairs
+    retrieval recall@1 and @5, image -> text and text -> image, over 1,000 test pairs, or over
+        every thing there is where the set lists them (emoji: all 3,655 names), and for the
+        held-out images, image -> text (their name never seen with a picture)
 and writes OUT/similarity.png (8 test images against their 8 captions) and OUT/report.json.
 No --flip: captions name positions, and a mirrored image would contradict its caption.
 """
@@ -248,11 +251,18 @@ def main(argv=None) -> int:
     if run_.main:
         model.eval()
         report = {"zero_shot": zero_shot(model, tokenizer, test, device)}
-        index = torch.arange(min(1000, len(test)))
+        # retrieval among every thing there is where the set lists them (emoji: all 3,655 names),
+        # else among the first 1,000 test pairs
+        index = torch.arange(len(test) if test.captioning.combinations else min(1000, len(test)))
         I, T = embed(model, tokenizer, test, index, device)
         keys = test.facts[index]
         report["recall"] = {f"@{k}": dict(zip(("image_to_text", "text_to_image"), retrieval_recall(I, T, keys, keys, k)))
                             for k in (1, 5)}
+        held = test.captioning.held_out(keys.numpy()) if test.captioning.held_out else None
+        if held is not None and held.any():              # held-out images: is their unseen name among the k nearest?
+            rows = torch.from_numpy(held)
+            for k in (1, 5):
+                report["recall"][f"@{k}"]["held_out_image_to_text"] = retrieval_recall(I[rows], T, keys[rows], keys, k)[0]
         extra["zero_shot"] = report
         path = run_.save()
         (run_.out / "report.json").write_text(json.dumps(report, indent=2))
@@ -261,7 +271,8 @@ def main(argv=None) -> int:
                 + ", ".join(f"{k} {v:.1%}" for k, v in r.items() if k != "n"))
         for k, r in report["recall"].items():
             say(f"retrieval recall{k} over {len(index)} test pairs: image->text {r['image_to_text']:.1%}, "
-                f"text->image {r['text_to_image']:.1%}")
+                f"text->image {r['text_to_image']:.1%}"
+                + (f"; held-out images->text {r['held_out_image_to_text']:.1%}" if "held_out_image_to_text" in r else ""))
         picture = similarity_picture(model, tokenizer, test, device, run_.out / "similarity.png")
         say(f"wrote {path}, {run_.out / 'report.json'} and {picture}")
     run_.close()

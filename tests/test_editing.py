@@ -3,9 +3,6 @@ editing flags and their one-line errors."""
 
 import importlib
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +13,6 @@ from minigen.diffusion.editing import colour_loss, repaint_projection, repaint_t
 from minigen.diffusion.schedules import make_betas
 from minigen.evaluation.metrics import psnr, ssim
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def flat_image_model(d: Diffusion, mu: float = 0.0, s: float = 0.5):
@@ -117,23 +113,18 @@ def test_psnr_and_ssim_closed_forms():
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
+    import train_ddpm
     out = tmp_path_factory.mktemp("edit")
-    r = subprocess.run([sys.executable, str(ROOT / "train_ddpm.py"), "--preset", "tiny", "--steps", "2",
-                        "--batch-size", "8", "--sample-every", "0", "--sample-steps", "2", "--out", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr
+    assert train_ddpm.run(train_ddpm.main, ["--preset", "tiny", "--steps", "2", "--batch-size", "8", "--sample-every",
+                                            "0", "--sample-steps", "2", "--out", str(out)]) == 0
     Image.new("L", (28, 28), 200).save(out / "gray.png")
     Image.new("RGB", (28, 28), (200, 0, 0)).save(out / "rgb.png")
     Image.new("L", (14, 14), 255).save(out / "small_mask.png")
     return out
 
 
-def script(name, *args):
-    return subprocess.run([sys.executable, str(ROOT / name), "--no-progress", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
-
-
-def test_edit_py_commands_write_side_by_side_pictures(tiny_ckpt):
+def test_edit_py_commands_write_side_by_side_pictures(tiny_ckpt, capsys):
+    import edit                                       # in this process, as `python edit.py ...` runs it
     ckpt, out = str(tiny_ckpt / "last.pt"), tiny_ckpt
     for args in (["--inpaint", str(out / "gray.png"), "--mask-box", "0,14,28,28", "--steps", "4", "--resample", "2",
                   "--jump-length", "2", "--class", "1", "-n", "2"],
@@ -144,11 +135,12 @@ def test_edit_py_commands_write_side_by_side_pictures(tiny_ckpt):
                   "--negative-class", "5", "--dynamic-threshold", "0.9", "--variance", "large", "-n", "2"],
                  ["--inpaint", str(out / "gray.png"), "--mask-box", "0,0,10,10", "--sampler", "ddim", "--eta", "1",
                   "--steps", "4", "--class", "3", "-n", "2", "--spacing", "leading"]):
-        r = script("edit.py", "--ckpt", ckpt, "--out", str(out / "edit.png"), *args)
-        assert r.returncode == 0, r.stderr
+        code = edit.run(edit.main, ["--ckpt", ckpt, "--out", str(out / "edit.png"), "--no-progress", *args])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
         assert Image.open(out / "edit.png").width > 3 * 28
         if "--invert" in args:
-            assert "PSNR" in r.stdout and "SSIM" in r.stdout
+            assert "PSNR" in printed.out and "SSIM" in printed.out
 
 
 @pytest.mark.parametrize("name,args,message", [

@@ -1,6 +1,7 @@
 """The run lifecycle every training script shares (minigen/training/lifecycle.py): resume bit for
 bit, refusing to overwrite a run, and two-process DistributedDataParallel on the CPU."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -19,21 +20,23 @@ TINY = {
 }
 
 
-def run(*args, env=None) -> subprocess.CompletedProcess:
+def run(*args, one_thread=True) -> subprocess.CompletedProcess:
+    """A fresh Python process; one thread each (for two-process runs), or as many as this one has."""
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"} if one_thread else None)
 
 
 @pytest.mark.parametrize("script", ["train_gan.py", "train_vit.py"])
-def test_stop_after_and_resume_reach_the_same_weights_bit_for_bit(tmp_path, script):
-    """4 steps straight, or 2 steps, stop, and resume to 4: identical weights (train_ddpm.py's own
-    test does the same with the EMA and the optimizer)."""
-    common = [str(ROOT / script), *TINY[script], "--steps", "4", "--log-every", "1"]
-    straight = run(*common, "--out", str(tmp_path / "a"))
-    first = run(*common, "--stop-after", "2", "--out", str(tmp_path / "b"))
-    assert "continue with --resume" in first.stdout
-    second = run(*common, "--resume", "--out", str(tmp_path / "b"))
-    assert straight.returncode == first.returncode == second.returncode == 0, second.stderr[-2000:]
+def test_stop_after_and_resume_reach_the_same_weights_bit_for_bit(tmp_path, script, capsys):
+    """4 steps straight, or 2 steps, stop, and resume to 4 in a fresh process: identical weights
+    (train_ddpm.py's own test does the same with the EMA)."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    common = [*TINY[script], "--steps", "4", "--log-every", "1"]
+    assert module.run(module.main, [*common, "--out", str(tmp_path / "a")]) == 0
+    assert module.run(module.main, [*common, "--stop-after", "2", "--out", str(tmp_path / "b")]) == 0
+    assert "continue with --resume" in capsys.readouterr().out
+    second = run(str(ROOT / script), *common, "--resume", "--out", str(tmp_path / "b"), one_thread=False)
+    assert second.returncode == 0, second.stderr[-2000:]
     assert "resuming" in second.stdout
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["step"] == b["step"] == 4
@@ -41,8 +44,8 @@ def test_stop_after_and_resume_reach_the_same_weights_bit_for_bit(tmp_path, scri
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k, v in (a.get("others") or {}).get("discriminator", {}).items():    # the GAN's D too
         assert torch.equal(v, b["others"]["discriminator"][k]), k
-    again = run(*common, "--out", str(tmp_path / "b"))                    # a finished run is not overwritten
-    assert again.returncode == 2 and "pass --resume" in again.stderr
+    assert module.run(module.main, [*common, "--out", str(tmp_path / "b")]) == 2   # a finished run is not overwritten
+    assert "pass --resume" in capsys.readouterr().err
 
 
 # One network (train_ddpm.py; train_vit.py shards its batches the same way, through the same
