@@ -14,7 +14,6 @@ from minigen.diffusion.schedules import make_betas
 from minigen.evaluation.metrics import psnr, ssim
 
 
-
 def flat_image_model(d: Diffusion, mu: float = 0.0, s: float = 0.5):
     """Exact ε-predictor for images whose pixels all share one value c ~ N(mu, s²): every pixel
     of x_t = √ᾱ·c + √(1−ᾱ)·ε observes c, so with P pixels
