@@ -49,15 +49,19 @@ ROLES = {r: zlib.crc32(r.encode()) for r in ["astronaut", "baker", "cook", "dive
                                              "singer", "student", "teacher", "mechanic", "scientist"]}
 
 
-@pytest.fixture
-def fake_root(tmp_path, monkeypatch):
-    """data/emoji/ with the fake list and a font; the system folders point nowhere."""
-    root = tmp_path / "data"
+def write_fake_packages(root: Path) -> Path:
+    """ROOT/emoji/ with the fake list and a font (--data-root ROOT reads them); ROOT."""
     (root / "emoji").mkdir(parents=True)
     (root / "emoji" / "emoji-test.txt").write_text(fake_list(list(ROLES)), encoding="utf-8")
     (root / "emoji" / "NotoColorEmoji.ttf").write_bytes(ImageFont.load_default(size=20).font_bytes)
-    monkeypatch.setattr(emoji, "SYSTEM", {k: tmp_path / "not-installed" for k in emoji.SYSTEM})
     return root
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    """data/emoji/ with the fake list and a font; the system folders point nowhere."""
+    monkeypatch.setattr(emoji, "SYSTEM", {k: tmp_path / "not-installed" for k in emoji.SYSTEM})
+    return write_fake_packages(tmp_path / "data")
 
 
 def test_names_groups_and_tones_are_read_from_the_list():

@@ -25,7 +25,6 @@ from minigen.studio.server import STATIC
 from minigen.tokenizer import words
 
 
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, text_model):
     """A server with two tiny models: class-conditional glyphs (28x28 gray) and a latent text
@@ -639,6 +638,50 @@ def test_a_turbo_student_redraws_live_as_the_prompt_and_w_change(served, browser
               f"median {median:.0f} ms, 95th percentile {p95:.0f} ms over {len(latencies)} pictures")
         severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_emoji_model_in_a_real_browser_names_unknown_words_and_draws_an_unseen_composition(
+        browser, tmp_path, text_autoencoder):
+    """A text model of emoji (here a tiny one of test_emoji.py's fake packages) in the page: its
+    example prompts are emoji names, a word it never learnt is named in one line, and a held-out
+    name (a picture never trained on, every word of it trained on) is drawn."""
+    import train_ldm
+    from selenium.webdriver.common.by import By
+    from minigen.data import emoji
+    from .test_emoji import write_fake_packages
+    root = write_fake_packages(tmp_path / "data")
+    out = tmp_path / "emoji-model"
+    assert train_ldm.run(train_ldm.main, ["--dataset", "emoji", "--data-root", str(root), "--condition", "text",
+                                          "--autoencoder", text_autoencoder, "--preset", "tiny", "--steps", "1",
+                                          "--batch-size", "4", "--sample-every", "0", "--sample-steps", "1",
+                                          "--out", str(out)]) == 0
+    catalogue = emoji.catalogue(root / "emoji")
+    unseen = next(e.name for e, held in zip(catalogue.emoji, catalogue.held_out) if held)
+    server, url = start(Studio([out / "last.pt"]))
+    try:
+        browser.get(url + "/")
+        wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples button"))
+        examples = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#examples button")]
+        # the fake list's first two emoji, each test image in the next phrasing
+        assert examples[:2] == ["grinning face", "a red apple, smileys and emotion"]
+        prompt = browser.find_element(By.ID, "prompt")
+        prompt.clear()
+        prompt.send_keys("a crimson apple")
+        browser.find_element(By.ID, "generate").click()
+        wait(browser, lambda b: "crimson" in text_of(b, "status"), 30)
+        assert browser.find_element(By.ID, "status").get_attribute("class") == "error"
+        assert "unknown word in the prompt: 'crimson'" in text_of(browser, "status")
+        prompt.clear()
+        prompt.send_keys(unseen)
+        browser.find_element(By.ID, "generate").click()
+        wait(browser, lambda b: text_of(b, "status").startswith("done"), 60)
+        assert unseen in text_of(browser, "settings")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#images figcaption")) == 4
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not [e for e in severe if "400" not in e["message"]], severe     # the refused prompt's 400 only
     finally:
         server.shutdown()
         server.server_close()
