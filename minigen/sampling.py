@@ -155,7 +155,7 @@ def resolve(cfg: SamplingConfig, given: set[str], pipe, job: str = "generate") -
     if text:
         if cfg.class_ is not None or cfg.negative_class is not None:
             raise MinigenError(f"{cfg.ckpt} is text-conditional: say what to draw with --prompt TEXT, not a class")
-        if not prompts:
+        if not prompts and job != "invert":           # inversion needs none: it runs the unconditional model
             raise MinigenError(f"{cfg.ckpt} is text-conditional: say what to draw with --prompt TEXT "
                                "(or --prompts-file FILE)")
         pipe.prompts(prompts)                                         # unknown words: refused now, by field
@@ -203,10 +203,11 @@ def sampler_config(cfg: SamplingConfig, pipe) -> SamplerConfig:
 
 def conditioner(cfg: SamplingConfig, pipe):
     """labels -> the network's keyword arguments. A text-conditional model's "labels" index the
-    prompts (cfg.prompt), so every path (rows, edits, walks) treats both alike."""
+    prompts (cfg.prompt), so every path (rows, edits, walks) treats both alike; with no prompt
+    (an inversion) they stand for the empty prompt, the unconditional model's."""
     if pipe.kind != "ddpm" or pipe.tokenizer is None:
         return pipe.condition
-    return lambda labels: pipe.prompts([cfg.prompt[i] for i in labels.tolist()])
+    return lambda labels: pipe.prompts([cfg.prompt[i] if cfg.prompt else "" for i in labels.tolist()])
 
 
 def compiled(network, cfg: SamplingConfig, device):

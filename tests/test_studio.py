@@ -794,13 +794,27 @@ def test_a_second_studio_on_a_port_in_use_says_so_in_one_line(served, capsys):
     assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err, err
 
 
-def test_a_blank_prompt_is_no_prompt_and_an_unnamed_inversion_is_not_captioned_none(served):
+def test_a_blank_prompt_is_no_prompt_and_an_unnamed_inversion_is_not_captioned_none(served, tmp_path):
+    """...and the inversion's command (no --prompt) runs in edit.py, giving back the same reconstruction."""
+    import shlex
+    import edit
     url, _, _ = served
     status, answer = post(url, {"model": 1, "prompt": "   ", "steps": 1, "n": 1})
     assert status == 400 and "write a prompt" in answer["error"]
     status, events = post(url, {"model": 1, "mode": "invert", "prompt": "  ", "steps": 2, "n": 1, "test_index": 0})
     assert status == 200 and events[-1]["event"] == "done", events[-1]
-    assert [p["caption"] for p in events[-1]["panels"]] == ["original", "reconstructed"]
+    panels = events[-1]["panels"]
+    assert [p["caption"] for p in panels] == ["original", "reconstructed"]
+    assert "--prompt" not in events[-1]["command"]
+    decode(panels[0]["image"]).save(tmp_path / panels[0]["name"])
+    argv = [str(tmp_path / a) if a == panels[0]["name"] else a for a in shlex.split(events[-1]["command"])]
+    argv[argv.index("--out") + 1] = str(tmp_path / "inverted.png")
+    assert edit.run(edit.main, argv[2:] + ["--no-progress"]) == 0
+    grid = np.asarray(Image.open(tmp_path / "inverted.png").convert("RGB"), dtype=int)
+    scale, pad = 3, 2                                                  # edit.py's grid: input, reconstructed; 32 px at 3x
+    x0 = pad + 32 * scale + pad
+    made = grid[pad:pad + 32 * scale:scale, x0:x0 + 32 * scale:scale]
+    assert np.abs(made - np.asarray(decode(panels[1]["image"]).convert("RGB"), dtype=int)).max() <= 1
 
 
 def test_stopping_the_studio_stops_its_running_job():
