@@ -665,8 +665,9 @@ def test_the_emoji_model_in_a_real_browser_names_unknown_words_and_draws_an_unse
         browser.get(url + "/")
         wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#examples button"))
         examples = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#examples button")]
-        # the fake list's first two emoji, each test image in the next phrasing
-        assert examples[:2] == ["grinning face", "a red apple, smileys and emotion"]
+        # four emoji spread over the list (the test split is the list, in order), each in the next phrasing
+        spread = [catalogue.emoji[i * len(catalogue.emoji) // 4] for i in range(4)]
+        assert examples[0] == "grinning face" and examples == [emoji.phrase(e, i) for i, e in enumerate(spread)]
         prompt = browser.find_element(By.ID, "prompt")
         prompt.clear()
         prompt.send_keys("a crimson apple")

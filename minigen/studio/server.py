@@ -4,7 +4,7 @@
     GET  /static/NAME              studio.js, studio.css: a fixed list, no client path reaches the disk
     GET  /api/models               the served checkpoints: name, classes or text, image shape, T
     GET  /api/test-image?model=I&index=K    image K of checkpoint I's test split, as PNG
-    GET  /api/examples?model=I     a text model's example prompts: captions of its test split
+    GET  /api/examples?model=I     a text model's example prompts: captions from its test split
     GET  /favicon.ico              an empty answer (204): no 404 on every load
     POST /api/run                  a job (jobs.py): answered with a stream of JSON lines
 
@@ -112,11 +112,13 @@ class Served:
                 "max_words": p.tokenizer.max_len - 1 if text else None}
 
     def examples(self, k: int = 4) -> list[str]:
-        """Captions of the first k test images, each in another phrasing: prompts the model knows."""
+        """Captions of k test images spread over the split (emoji: a face, a person, a thing, a
+        flag), each in another phrasing: prompts the model knows."""
         test = self.test_set()
         if self.pipe.tokenizer is None or not hasattr(test, "captions"):
             return []
-        return [test.captions(torch.tensor([i]), phrasing=i)[0] for i in range(min(k, len(test)))]
+        k = min(k, len(test))
+        return [test.captions(torch.tensor([i * len(test) // k]), phrasing=i)[0] for i in range(k)]
 
     def test_set(self):
         with self._lock:
