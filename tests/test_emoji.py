@@ -197,3 +197,24 @@ def test_the_identity_judge_reads_tone_by_colour_and_finds_the_nearest_picture()
     assert nearest(real, real, k=1)[:, 0].tolist() == list(range(10))
     nudged = 0.2 * real[:1] + 0.8 * real[7:8]
     assert nearest(nudged, real, k=2)[0].tolist() == [7, 0]
+
+
+def test_the_identity_judge_reports_top5_of_one_of_a_kind_names_apart():
+    """A person's tones are near twins, so top-5 of a person drawn in the right role is right
+    whatever its tone; top-5 is therefore also given over names whose role comes in no other
+    tone. Built here: two one-of-a-kind emoji far apart and a family of six tones close
+    together; the first loner drawn as a family member (its five nearest are family), the
+    rest drawn exactly: top-5 7 of 8, of the loners 1 of 2."""
+    from minigen.evaluation.identity import read
+    listed = [emoji.Emoji("a", "red apple", "Food & Drink", "food-fruit"), emoji.Emoji("b", "cat face", "Animals", "cat")]
+    listed += [emoji.Emoji(chr(0x63 + i), "thumbs up" + (f": {t} skin tone" if t else ""), "People & Body", "hand")
+               for i, t in enumerate(["", *TONES])]
+    flat = lambda v: torch.full((1, 3, 8, 8), v)
+    real = torch.cat([flat(0.9), flat(-0.9)] + [flat(0.01 * i) for i in range(6)])     # (8, 3, 8, 8)
+    asked = torch.arange(8)
+    drawn = torch.cat([real[2:3], real[1:]])                         # the apple drawn as a thumbs up
+    colours = torch.tensor([[0.98, 0.87, 0.74], [0.88, 0.73, 0.58], [0.73, 0.55, 0.41], [0.65, 0.42, 0.26],
+                            [0.44, 0.33, 0.29], [1.0, 0.79, 0.16]])
+    r = read(drawn, asked, listed, real, colours)
+    assert r["top5"] == 7 / 8 and r["plain"] == 2 and r["top5_plain"] == 1 / 2
+    assert r["top1"] == 7 / 8 and r["toned"] == 5

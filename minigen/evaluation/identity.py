@@ -25,6 +25,7 @@ leading principal components, fitted on the real emoji). Writes OUT/identity.jso
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -81,12 +82,18 @@ def read_tone(x: torch.Tensor, colours: torch.Tensor) -> list[str]:
 
 def read(x: torch.Tensor, asked: torch.Tensor, emoji: list, real: torch.Tensor, colours: torch.Tensor) -> dict:
     """top-1, top-5, role and (on emoji with a tone) skin tone of pictures x asked as emoji `asked`
-    (indices into the list `emoji`, whose pictures are `real`)."""
+    (indices into the list `emoji`, whose pictures are `real`); and top-5 of the names whose role
+    comes in no other tone ("one of a kind": a person's tones are near twins, so the five nearest
+    to a person drawn in the right role hold the asked one whatever its tone)."""
     top = nearest(x, real)                                                # (N, 5) indices into the list
     tones = read_tone(x, colours)
     toned = [i for i, a in enumerate(asked.tolist()) if emoji[a].tone in TONES]
+    family = Counter(e.role for e in emoji)                               # role -> how many tones of it
+    plain = torch.tensor([family[emoji[a].role] == 1 for a in asked.tolist()])
+    hit5 = (top == asked[:, None]).any(1).float()                         # (N,)
     return {"top1": (top[:, 0] == asked).float().mean().item(),
-            "top5": (top == asked[:, None]).any(1).float().mean().item(),
+            "top5": hit5.mean().item(),
+            "top5_plain": hit5[plain].mean().item() if plain.any() else None, "plain": int(plain.sum()),
             "role": sum(emoji[n].role == emoji[a].role for n, a in zip(top[:, 0].tolist(), asked.tolist())) / len(x),
             "tone": sum(tones[i] == emoji[int(asked[i])].tone for i in toned) / len(toned) if toned else None,
             "toned": len(toned)}
@@ -139,7 +146,8 @@ def main(argv=None) -> int:
         for name in ("real", "round_trip", "samples"):
             r = row[name]
             print(f"{split:9s} {name:10s}: top-1 {r['top1']:.1%}, top-5 {r['top5']:.1%}, role {r['role']:.1%}"
-                  + (f", skin tone {r['tone']:.1%} (of {r['toned']})" if r["tone"] is not None else ""))
+                  + (f", skin tone {r['tone']:.1%} (of {r['toned']})" if r["tone"] is not None else "")
+                  + (f"; top-5 of one-of-a-kind names {r['top5_plain']:.1%} (of {r['plain']})" if r["plain"] else ""))
         print(f"{split:9s} {row['images_per_s']:.1f} images/s")
     basis = torch.pca_lowrank(features(real), q=64, center=True)[2]      # (D, 64): the real emoji's leading axes
     mean = features(real).mean(0)
