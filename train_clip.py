@@ -259,7 +259,7 @@ def main(argv=None) -> int:
         report["recall"] = {f"@{k}": dict(zip(("image_to_text", "text_to_image"), retrieval_recall(I, T, keys, keys, k)))
                             for k in (1, 5)}
         held = test.captioning.held_out(keys.numpy()) if test.captioning.held_out else None
-        if held is not None and held.any():              # held-out images: is their unseen name among the k nearest?
+        if held is not None and held.any():          # held-out images: is their unseen name among the k nearest?
             rows = torch.from_numpy(held)
             for k in (1, 5):
                 report["recall"][f"@{k}"]["held_out_image_to_text"] = retrieval_recall(I[rows], T, keys[rows], keys, k)[0]
@@ -272,7 +272,8 @@ def main(argv=None) -> int:
         for k, r in report["recall"].items():
             say(f"retrieval recall{k} over {len(index)} test pairs: image->text {r['image_to_text']:.1%}, "
                 f"text->image {r['text_to_image']:.1%}"
-                + (f"; held-out images->text {r['held_out_image_to_text']:.1%}" if "held_out_image_to_text" in r else ""))
+                + (f"; held-out images->text {r['held_out_image_to_text']:.1%}"
+                   if "held_out_image_to_text" in r else ""))
         picture = similarity_picture(model, tokenizer, test, device, run_.out / "similarity.png")
         say(f"wrote {path}, {run_.out / 'report.json'} and {picture}")
     run_.close()

@@ -206,7 +206,8 @@ def test_the_identity_judge_reports_top5_of_one_of_a_kind_names_apart():
     together; the first loner drawn as a family member (its five nearest are family), the
     rest drawn exactly: top-5 7 of 8, of the loners 1 of 2."""
     from minigen.evaluation.identity import read
-    listed = [emoji.Emoji("a", "red apple", "Food & Drink", "food-fruit"), emoji.Emoji("b", "cat face", "Animals", "cat")]
+    listed = [emoji.Emoji("a", "red apple", "Food & Drink", "food-fruit"),
+              emoji.Emoji("b", "cat face", "Animals & Nature", "cat-face")]
     listed += [emoji.Emoji(chr(0x63 + i), "thumbs up" + (f": {t} skin tone" if t else ""), "People & Body", "hand")
                for i, t in enumerate(["", *TONES])]
     flat = lambda v: torch.full((1, 3, 8, 8), v)
