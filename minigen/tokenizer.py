@@ -71,7 +71,8 @@ class Tokenizer:
                 close = difflib.get_close_matches(unknown[0], known, n=5, cutoff=0.5)
                 hint = (f"this model knows {len(known):,} words" +
                         (f"; the closest to {unknown[0]!r}: {', '.join(close)}" if close else ""))
-            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in {what}: {', '.join(map(repr, unknown))}; {hint}")
+            raise MinigenError(f"unknown word{'s' * (len(unknown) > 1)} in {what}: "
+                               f"{', '.join(map(repr, unknown))}; {hint}")
         for text in texts:                                   # a cut prompt means something else: refuse it
             cut = words(text)[self.max_len - 1:]
             if cut:

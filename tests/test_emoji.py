@@ -18,6 +18,9 @@ from minigen.errors import DataError
 from minigen.tokenizer import words
 
 TONES = ["light", "medium-light", "medium", "medium-dark", "dark"]
+# the five skin colours and the tone-less yellow, RGB in [0, 1] (close to those the judge measures on the font)
+TONE_COLOURS = torch.tensor([[0.98, 0.87, 0.74], [0.88, 0.73, 0.58], [0.73, 0.55, 0.41], [0.65, 0.42, 0.26],
+                             [0.44, 0.33, 0.29], [1.0, 0.79, 0.16]])
 
 
 def line(points: str, name: str, status: str = "fully-qualified") -> str:
@@ -184,8 +187,7 @@ def test_the_identity_judge_reads_tone_by_colour_and_finds_the_nearest_picture()
     picture with too few skin pixels reads no tone; the nearest-picture reader finds each of a set
     of distinct pictures as its own nearest, and a picture nudged towards another finds that one."""
     from minigen.evaluation.identity import TONE_MIN, nearest, read_tone
-    colours = torch.tensor([[0.98, 0.87, 0.74], [0.88, 0.73, 0.58], [0.73, 0.55, 0.41], [0.65, 0.42, 0.26],
-                            [0.44, 0.33, 0.29], [1.0, 0.79, 0.16]])
+    colours = TONE_COLOURS
     flat = lambda rgb: (torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 8, 8) * 2 - 1)
     pictures = torch.cat([flat(c.tolist()) for c in colours] + [flat([1.0, 1.0, 1.0])])
     assert read_tone(pictures, colours) == TONES + ["", ""]
@@ -214,8 +216,7 @@ def test_the_identity_judge_reports_top5_of_one_of_a_kind_names_apart():
     real = torch.cat([flat(0.9), flat(-0.9)] + [flat(0.01 * i) for i in range(6)])     # (8, 3, 8, 8)
     asked = torch.arange(8)
     drawn = torch.cat([real[2:3], real[1:]])                         # the apple drawn as a thumbs up
-    colours = torch.tensor([[0.98, 0.87, 0.74], [0.88, 0.73, 0.58], [0.73, 0.55, 0.41], [0.65, 0.42, 0.26],
-                            [0.44, 0.33, 0.29], [1.0, 0.79, 0.16]])
+    colours = TONE_COLOURS
     r = read(drawn, asked, listed, real, colours)
     assert r["top5"] == 7 / 8 and r["plain"] == 2 and r["top5_plain"] == 1 / 2
     assert r["top1"] == 7 / 8 and r["toned"] == 5

@@ -201,9 +201,7 @@ def test_a_prompt_longer_than_the_model_reads_is_refused_naming_what_would_be_cu
 def test_an_unknown_word_in_a_large_vocabulary_names_the_closest_known_ones():
     """Past LISTED words the message does not list them all: it counts them and names the
     closest spellings (difflib's ratio), e.g. 'aple' -> 'apple', 'maple'."""
-    import pytest
-    from minigen.errors import MinigenError
-    from minigen.tokenizer import LISTED, Tokenizer
+    from minigen.tokenizer import LISTED
     words_ = ["apple", "maple", "grape"] + [f"w{i}" for i in range(LISTED)]
     tok = Tokenizer.learn([" ".join(words_)])
     with pytest.raises(MinigenError) as e:

@@ -149,8 +149,9 @@ def main(argv=None) -> int:
                   + (f", skin tone {r['tone']:.1%} (of {r['toned']})" if r["tone"] is not None else "")
                   + (f"; top-5 of one-of-a-kind names {r['top5_plain']:.1%} (of {r['plain']})" if r["plain"] else ""))
         print(f"{split:9s} {row['images_per_s']:.1f} images/s")
-    basis = torch.pca_lowrank(features(real), q=64, center=True)[2]      # (D, 64): the real emoji's leading axes
-    mean = features(real).mean(0)
+    f_real = features(real)                                              # (3655, D)
+    basis = torch.pca_lowrank(f_real, q=64, center=True)[2]              # (D, 64): the real emoji's leading axes
+    mean = f_real.mean(0)
     project = lambda x: (features(x) - mean) @ basis
     report["fd"] = frechet_distance_of(project(real), project(torch.cat(samples)))
     print(f"FD of the {len(torch.cat(samples))} samples to the {len(real)} real emoji, in the judge's space (PCA 64): "
